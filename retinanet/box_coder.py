@@ -1,0 +1,56 @@
+"""Encoding of boxes as deltas from anchors, and back."""
+import math
+from typing import Sequence
+
+import torch
+
+
+class BoxCoder:
+    """(dx, dy, dw, dh) deltas relative to the anchor's centre and size, divided by ``std``.
+
+    encode: dx = (gx - ax) / aw / std_x, dw = log(gw / aw) / std_w (same for y/h)
+    decode: gx = ax + dx * std_x * aw, gw = aw * exp(dw * std_w)
+    The mean is 0, as in the published pytorch-retinanet checkpoint.
+    """
+
+    # exp(dw) larger than 1000/16 would turn the smallest (16 px) feature into a box wider than any
+    # image; clamping keeps a wild prediction from overflowing to inf during early training.
+    max_log_scale = math.log(1000.0 / 16)
+
+    def __init__(self, std: Sequence[float] = (0.1, 0.1, 0.2, 0.2)):
+        self.std = tuple(float(s) for s in std)
+
+    def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """boxes, anchors: (..., 4) x1y1x2y2 -> deltas (..., 4)."""
+        anchor_w = anchors[..., 2] - anchors[..., 0]
+        anchor_h = anchors[..., 3] - anchors[..., 1]
+        anchor_x = anchors[..., 0] + 0.5 * anchor_w
+        anchor_y = anchors[..., 1] + 0.5 * anchor_h
+        # Width/height at least 1 px so log() stays finite for degenerate boxes (as the original).
+        box_w = (boxes[..., 2] - boxes[..., 0]).clamp(min=1)
+        box_h = (boxes[..., 3] - boxes[..., 1]).clamp(min=1)
+        box_x = boxes[..., 0] + 0.5 * (boxes[..., 2] - boxes[..., 0])
+        box_y = boxes[..., 1] + 0.5 * (boxes[..., 3] - boxes[..., 1])
+        deltas = torch.stack(
+            [
+                (box_x - anchor_x) / anchor_w,
+                (box_y - anchor_y) / anchor_h,
+                torch.log(box_w / anchor_w),
+                torch.log(box_h / anchor_h),
+            ],
+            dim=-1,
+        )
+        return deltas / deltas.new_tensor(self.std)
+
+    def decode(self, deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """deltas, anchors: (..., 4) (broadcastable) -> boxes (..., 4) x1y1x2y2."""
+        deltas = deltas * deltas.new_tensor(self.std)
+        anchor_w = anchors[..., 2] - anchors[..., 0]
+        anchor_h = anchors[..., 3] - anchors[..., 1]
+        anchor_x = anchors[..., 0] + 0.5 * anchor_w
+        anchor_y = anchors[..., 1] + 0.5 * anchor_h
+        x = anchor_x + deltas[..., 0] * anchor_w
+        y = anchor_y + deltas[..., 1] * anchor_h
+        w = anchor_w * torch.exp(deltas[..., 2].clamp(max=self.max_log_scale))
+        h = anchor_h * torch.exp(deltas[..., 3].clamp(max=self.max_log_scale))
+        return torch.stack([x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h], dim=-1)

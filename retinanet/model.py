@@ -1,0 +1,267 @@
+"""RetinaNet: ResNet backbone, feature pyramid P3-P7, shared classification and box subnets.
+
+Parameter names follow the pytorch-retinanet state-dict layout (backbone at the top level,
+``fpn.P5_1`` ..., ``regressionModel.*``, ``classificationModel.*``) so its published checkpoints
+load as they are, and ours load back into it.
+"""
+import math
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from retinanet.anchors import AnchorGenerator
+from retinanet.box_coder import BoxCoder
+from retinanet.errors import UserError
+from retinanet.losses import retinanet_loss
+from retinanet.postprocess import postprocess_detections
+
+RESNET_DEPTHS = {
+    18: (tv_resnet.BasicBlock, [2, 2, 2, 2], tv_resnet.ResNet18_Weights),
+    34: (tv_resnet.BasicBlock, [3, 4, 6, 3], tv_resnet.ResNet34_Weights),
+    50: (tv_resnet.Bottleneck, [3, 4, 6, 3], tv_resnet.ResNet50_Weights),
+    101: (tv_resnet.Bottleneck, [3, 4, 23, 3], tv_resnet.ResNet101_Weights),
+    152: (tv_resnet.Bottleneck, [3, 8, 36, 3], tv_resnet.ResNet152_Weights),
+}
+
+
+class FeaturePyramid(nn.Module):
+    """FPN over C3-C5: P3-P5 by top-down addition of upsampled 1x1 laterals, P6 = conv(C5), P7 = conv(relu(P6))."""
+
+    def __init__(self, c3_channels: int, c4_channels: int, c5_channels: int, feature_size: int = 256):
+        super().__init__()
+        self.P5_1 = nn.Conv2d(c5_channels, feature_size, 1)
+        self.P5_2 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
+        self.P4_1 = nn.Conv2d(c4_channels, feature_size, 1)
+        self.P4_2 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
+        self.P3_1 = nn.Conv2d(c3_channels, feature_size, 1)
+        self.P3_2 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
+        self.P6 = nn.Conv2d(c5_channels, feature_size, 3, stride=2, padding=1)
+        self.P7_1 = nn.ReLU()
+        self.P7_2 = nn.Conv2d(feature_size, feature_size, 3, stride=2, padding=1)
+
+    def forward(self, c3: torch.Tensor, c4: torch.Tensor, c5: torch.Tensor) -> List[torch.Tensor]:
+        # The lateral sum is upsampled before its 3x3 conv, as in the published checkpoint.
+        p5 = self.P5_1(c5)
+        p4 = self.P4_1(c4) + F.interpolate(p5, size=c4.shape[-2:], mode="nearest")
+        p3 = self.P3_1(c3) + F.interpolate(p4, size=c3.shape[-2:], mode="nearest")
+        p6 = self.P6(c5)
+        p7 = self.P7_2(self.P7_1(p6))
+        return [self.P3_2(p3), self.P4_2(p4), self.P5_2(p5), p6, p7]
+
+
+class Subnet(nn.Module):
+    """Four 3x3 conv + ReLU layers and a 3x3 output conv, shared by all pyramid levels.
+
+    Output channel c belongs to anchor c // values_per_anchor (anchor-major layout).
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, values_per_anchor: int, feature_size: int = 256):
+        super().__init__()
+        self.values_per_anchor = values_per_anchor
+        self.conv1 = nn.Conv2d(in_channels, feature_size, 3, padding=1)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
+        self.act2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
+        self.act3 = nn.ReLU()
+        self.conv4 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
+        self.act4 = nn.ReLU()
+        self.output = nn.Conv2d(feature_size, num_anchors * values_per_anchor, 3, padding=1)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.output):
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
+        """features: per level (B, C, H_l, W_l) -> (B, sum_l H_l W_l A, values_per_anchor)."""
+        outputs = []
+        for x in features:
+            x = self.act1(self.conv1(x))
+            x = self.act2(self.conv2(x))
+            x = self.act3(self.conv3(x))
+            x = self.act4(self.conv4(x))
+            x = self.output(x)
+            # (B, A*V, H, W) -> (B, H, W, A*V) -> (B, H*W*A, V): level, row, column, anchor order.
+            outputs.append(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.values_per_anchor))
+        return torch.cat(outputs, dim=1)
+
+
+class RetinaNet(nn.Module):
+    """RetinaNet detector.
+
+    Training: ``model(images, targets)`` with images (B, 3, H, W) (H, W multiples of 32) and
+    targets a list of ``{"boxes": (N, 4) x1y1x2y2, "labels": (N,), "ignore": (M, 4) optional,
+    "ignore_labels": (M,) optional}`` returns ``{"classification", "regression"}`` losses.
+    Inference: ``model(images)`` returns per image ``{"boxes", "scores", "labels"}``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        depth: int = 50,
+        feature_size: int = 256,
+        prior_probability: float = 0.01,
+        freeze_bn: bool = True,
+        score_threshold: float = 0.05,
+        topk_per_level: int = 1000,
+        nms_iou_threshold: float = 0.5,
+        max_detections: int = 300,
+    ):
+        super().__init__()
+        if depth not in RESNET_DEPTHS:
+            raise UserError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
+        block, layers, _ = RESNET_DEPTHS[depth]
+        self.depth = depth
+        self.num_classes = num_classes
+        self.feature_size = feature_size
+        self.freeze_bn = freeze_bn
+        self.score_threshold = score_threshold
+        self.topk_per_level = topk_per_level
+        self.nms_iou_threshold = nms_iou_threshold
+        self.max_detections = max_detections
+
+        resnet = tv_resnet.ResNet(block, layers)
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
+        expansion = block.expansion
+        self.fpn = FeaturePyramid(128 * expansion, 256 * expansion, 512 * expansion, feature_size)
+
+        self.anchor_generator = AnchorGenerator()
+        self.box_coder = BoxCoder()
+        num_anchors = self.anchor_generator.num_anchors_per_location
+        self.regressionModel = Subnet(feature_size, num_anchors, 4, feature_size)
+        self.classificationModel = Subnet(feature_size, num_anchors, num_classes, feature_size)
+        # Every anchor starts as background with probability 1 - prior, so the first focal losses
+        # are not swamped by ~100k easy negatives.
+        nn.init.constant_(self.classificationModel.output.bias, -math.log((1 - prior_probability) / prior_probability))
+        if freeze_bn:
+            for module in self.backbone_batchnorms():
+                module.weight.requires_grad_(False)
+                module.bias.requires_grad_(False)
+
+    def model_args(self) -> Dict[str, object]:
+        """Constructor arguments that rebuild this architecture (stored in checkpoints)."""
+        return {"num_classes": self.num_classes, "depth": self.depth, "feature_size": self.feature_size}
+
+    def backbone_batchnorms(self) -> List[nn.BatchNorm2d]:
+        backbone = [self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
+        return [m for part in backbone for m in part.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for module in self.backbone_batchnorms():
+                module.eval()
+        return self
+
+    def head_outputs(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> class logits (B, A, K), box deltas (B, A, 4); A = all anchors of all levels."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        c2 = self.layer1(x)
+        c3 = self.layer2(c2)
+        c4 = self.layer3(c3)
+        c5 = self.layer4(c4)
+        features = self.fpn(c3, c4, c5)
+        return self.classificationModel(features), self.regressionModel(features)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        targets: Optional[List[Dict[str, torch.Tensor]]] = None,
+        image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        image_scales: Optional[Sequence[float]] = None,
+    ):
+        """See the class docstring. image_sizes: per image (h, w) of its unpadded part, to clip boxes to
+        (default: the padded size, as the original project); image_scales: resize scale per image,
+        so boxes come back in original image coordinates."""
+        class_logits, box_deltas = self.head_outputs(images)
+        image_size = tuple(images.shape[-2:])
+        anchors = self.anchor_generator(image_size, images.device)
+        if targets is not None:
+            if len(targets) != images.shape[0]:
+                raise ValueError(f"{len(targets)} targets for a batch of {images.shape[0]} images")
+            return retinanet_loss(class_logits, box_deltas, anchors, targets, self.box_coder)
+        if image_sizes is None:
+            image_sizes = [image_size] * images.shape[0]
+        return postprocess_detections(
+            class_logits,
+            box_deltas,
+            anchors,
+            self.anchor_generator.num_anchors_per_level(image_size),
+            self.box_coder,
+            image_sizes=image_sizes,
+            image_scales=image_scales,
+            score_threshold=self.score_threshold,
+            topk_per_level=self.topk_per_level,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+        )
+
+
+def imagenet_weights_file(depth: int) -> Tuple[str, str]:
+    """(url, path in torchvision's cache) of the ImageNet weights torchvision would download."""
+    weights = RESNET_DEPTHS[depth][2].IMAGENET1K_V1
+    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+    return weights.url, os.path.join(cache_dir, os.path.basename(weights.url))
+
+
+def load_backbone_weights(model: RetinaNet, path: Optional[str] = None) -> None:
+    """Load ImageNet ResNet weights into the backbone from ``path`` or torchvision's cache; never downloads."""
+    url, cached = imagenet_weights_file(model.depth)
+    if path is None:
+        if not os.path.exists(cached):
+            raise UserError(
+                f"ImageNet weights for ResNet-{model.depth} are not in torchvision's cache and nothing is "
+                f"downloaded here: download {url} to {cached}, or pass its path with --backbone_weights"
+            )
+        path = cached
+    from retinanet.checkpoint import read_checkpoint_file
+
+    state = read_checkpoint_file(path)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    backbone_keys = {k for k in model.state_dict() if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2",
+                                                                            "layer3", "layer4")}
+    missing = sorted(backbone_keys - {k for k in state if not k.endswith("num_batches_tracked")}
+                     - {k for k in backbone_keys if k.endswith("num_batches_tracked")})
+    unexpected = sorted(set(state) - backbone_keys)
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise UserError(f"{path}: not ImageNet ResNet-{model.depth} weights ({detail})")
+    model.load_state_dict(state, strict=False)
+
+
+def build_retinanet(
+    num_classes: int, depth: int = 50, pretrained: bool = False, backbone_weights: Optional[str] = None, **kwargs
+) -> RetinaNet:
+    """The one builder behind the ``resnet18`` ... ``resnet152`` factories.
+
+    pretrained / backbone_weights: start the backbone from ImageNet weights (a file path, or
+    torchvision's cache when only ``pretrained`` is set).
+    """
+    model = RetinaNet(num_classes, depth=depth, **kwargs)
+    if pretrained or backbone_weights:
+        load_backbone_weights(model, backbone_weights)
+    return model
+
+
+def resnet18(num_classes: int, pretrained: bool = False, **kwargs) -> RetinaNet:
+    return build_retinanet(num_classes, 18, pretrained, **kwargs)
+
+
+def resnet34(num_classes: int, pretrained: bool = False, **kwargs) -> RetinaNet:
+    return build_retinanet(num_classes, 34, pretrained, **kwargs)
+
+
+def resnet50(num_classes: int, pretrained: bool = False, **kwargs) -> RetinaNet:
+    return build_retinanet(num_classes, 50, pretrained, **kwargs)
+
+
+def resnet101(num_classes: int, pretrained: bool = False, **kwargs) -> RetinaNet:
+    return build_retinanet(num_classes, 101, pretrained, **kwargs)
+
+
+def resnet152(num_classes: int, pretrained: bool = False, **kwargs) -> RetinaNet:
+    return build_retinanet(num_classes, 152, pretrained, **kwargs)

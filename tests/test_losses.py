@@ -1,0 +1,132 @@
+import math
+
+import torch
+
+from retinanet.box_coder import BoxCoder
+from retinanet.losses import build_targets, focal_loss, retinanet_loss
+from retinanet.model import RetinaNet
+
+ANCHORS = torch.tensor(
+    [
+        [0.0, 0.0, 10.0, 10.0],  # IoU 1 with box 0 -> positive
+        [1.0, 1.0, 11.0, 11.0],  # IoU 81/119 = 0.68 -> positive
+        [5.0, 0.0, 15.0, 10.0],  # IoU 50/150 = 0.33 -> background
+        [3.0, 0.0, 13.0, 10.0],  # IoU 70/130 = 0.54 -> positive
+        [4.0, 0.0, 14.0, 10.0],  # IoU 60/140 = 0.43 -> between thresholds
+        [40.0, 40.0, 50.0, 50.0],  # far away: background, but inside the ignore region
+    ]
+)
+
+
+def reference_focal(p_logit, target, alpha=0.25, gamma=2.0):
+    p = 1 / (1 + math.exp(-p_logit))
+    if target == 1:
+        return -alpha * (1 - p) ** gamma * math.log(p)
+    return -(1 - alpha) * p ** gamma * math.log(1 - p)
+
+
+def test_focal_loss_matches_per_element_reference():
+    logits = torch.randn(4, 3, dtype=torch.float64) * 3
+    targets = (torch.rand(4, 3) > 0.7).double()
+    ours = focal_loss(logits, targets)
+    for i in range(4):
+        for k in range(3):
+            expected = reference_focal(float(logits[i, k]), int(targets[i, k]))
+            assert math.isclose(float(ours[i, k]), expected, rel_tol=1e-9)
+
+
+def test_focal_loss_with_gamma_zero_is_weighted_bce():
+    logits = torch.randn(10)
+    targets = (torch.rand(10) > 0.5).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    weights = torch.where(targets == 1, 0.25, 0.75)
+    assert torch.allclose(focal_loss(logits, targets, gamma=0.0), weights * bce)
+
+
+def test_build_targets_assignment_and_ignore():
+    target = {
+        "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]),
+        "labels": torch.tensor([1]),
+        "ignore": torch.tensor([[35.0, 35.0, 60.0, 60.0], [0.0, 0.0, 12.0, 12.0]]),
+        "ignore_labels": torch.tensor([-1, 0]),
+    }
+    class_targets, weights, box_targets, positive = build_targets([target], ANCHORS, 2, BoxCoder())
+    assert positive[0].tolist() == [True, True, False, True, False, False]
+    assert class_targets[0, :, 1].tolist() == [1, 1, 0, 1, 0, 0]
+    assert class_targets[0, :, 0].tolist() == [0] * 6
+    # anchor 4 is between thresholds: out for every class; anchor 5 lies in the every-class region;
+    # the class-0 region covers anchors 0, 1 (positive: kept) and 2, 3 (ioa >= 0.5): class 0 out for 2.
+    assert weights[0].tolist() == [
+        [True, True], [True, True], [False, True], [True, True], [False, False], [False, False]
+    ]
+    assert torch.allclose(box_targets[0, 0], torch.zeros(4), atol=1e-6)
+
+
+def reference_loss(class_logits, box_deltas, anchors, targets):
+    """Plain-Python per-anchor loss of one image at a time, then averaged over images."""
+    coder = BoxCoder()
+    class_losses, box_losses = [], []
+    for b, target in enumerate(targets):
+        boxes = target["boxes"]
+        cls_total, box_total, num_pos = 0.0, 0.0, 0
+        for a in range(anchors.shape[0]):
+            ious = _iou_row(anchors[a], boxes)
+            best = max(ious) if ious else 0.0
+            if 0.4 <= best < 0.5:
+                continue
+            positive = best >= 0.5
+            label = int(target["labels"][ious.index(best)]) if positive else -1
+            for k in range(class_logits.shape[2]):
+                cls_total += reference_focal(float(class_logits[b, a, k]), 1 if k == label else 0)
+            if positive:
+                num_pos += 1
+                t = coder.encode(boxes[ious.index(best)][None], anchors[a][None])[0]
+                for c in range(4):
+                    d = abs(float(box_deltas[b, a, c]) - float(t[c]))
+                    box_total += 0.5 * d * d * 9 if d < 1 / 9 else d - 0.5 / 9
+        class_losses.append(cls_total / max(num_pos, 1))
+        box_losses.append(box_total / (4 * num_pos) if num_pos else 0.0)
+    return sum(class_losses) / len(targets), sum(box_losses) / len(targets)
+
+
+def _iou_row(anchor, boxes):
+    out = []
+    for box in boxes:
+        iw = max(0.0, min(anchor[2], box[2]) - max(anchor[0], box[0]))
+        ih = max(0.0, min(anchor[3], box[3]) - max(anchor[1], box[1]))
+        inter = float(iw * ih)
+        union = float((anchor[2] - anchor[0]) * (anchor[3] - anchor[1]) + (box[2] - box[0]) * (box[3] - box[1])) - inter
+        out.append(inter / union)
+    return out
+
+
+def test_retinanet_loss_matches_reference_and_handles_empty_images():
+    class_logits = torch.randn(2, 6, 2, dtype=torch.float64)
+    box_deltas = torch.randn(2, 6, 4, dtype=torch.float64) * 0.3
+    anchors = ANCHORS.double()
+    targets = [
+        {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0], [40.0, 41.0, 50.0, 52.0]], dtype=torch.float64),
+         "labels": torch.tensor([1, 0])},
+        {"boxes": torch.zeros(0, 4, dtype=torch.float64), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    ours = retinanet_loss(class_logits, box_deltas, anchors, targets)
+    ref_cls, ref_box = reference_loss(class_logits, box_deltas, anchors, targets)
+    assert math.isclose(float(ours["classification"]), ref_cls, rel_tol=1e-6)
+    assert math.isclose(float(ours["regression"]), ref_box, rel_tol=1e-6)
+
+
+def test_no_boxes_gives_zero_box_loss_finite_class_loss_and_gradients():
+    model = RetinaNet(num_classes=2, depth=18, feature_size=32, freeze_bn=False)
+    images = torch.randn(2, 3, 64, 96)
+    targets = [
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0]]), "labels": torch.tensor([0])},
+    ]
+    losses = model(images[:1], targets[:1])
+    assert losses["regression"].item() == 0.0
+    assert torch.isfinite(losses["classification"]) and float(losses["classification"]) > 0
+    losses = model(images, targets)
+    (losses["classification"] + losses["regression"]).backward()
+    assert model.classificationModel.output.weight.grad.abs().sum() > 0
+    assert model.regressionModel.output.weight.grad.abs().sum() > 0
+    assert model.conv1.weight.grad.abs().sum() > 0
