@@ -1,0 +1,158 @@
+"""The loops every script shares: one training epoch, and batched inference over a data loader."""
+import math
+import time
+import warnings
+from typing import Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retinanet.distributed import DistributedContext, all_reduce_mean, all_true
+from retinanet.errors import UserError
+
+
+def autocast_dtype(device: torch.device, name: Optional[str] = None) -> torch.dtype:
+    """bf16 on CPU (the only autocast type it speeds up); fp16 on CUDA unless bf16 is asked for."""
+    if device.type != "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def autocast_context(device: torch.device, enabled: bool, dtype: Optional[torch.dtype] = None):
+    """torch.autocast for ``device``, a no-op when disabled."""
+    return torch.autocast(device_type=device.type, dtype=dtype or autocast_dtype(device), enabled=enabled)
+
+
+class NonFiniteLossError(UserError):
+    """Too many non-finite losses in a row: the run stops, the last good checkpoint is kept."""
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: "torch.amp.GradScaler",
+    device: torch.device,
+    context: DistributedContext,
+    amp_dtype: Optional[torch.dtype] = None,
+    clip_grad_norm: float = 0.0,
+    max_nonfinite_steps: int = 5,
+    on_step: Optional[Callable[[dict], bool]] = None,
+    description: str = "train",
+) -> Dict[str, float]:
+    """One pass over ``loader``; returns mean losses, steps, skipped steps, batches consumed and images/s.
+
+    A step whose loss is not finite on any process is skipped on all of them (with a warning
+    naming each loss term and the batch's images); ``max_nonfinite_steps`` in a row raise
+    ``NonFiniteLossError``. ``on_step(record)`` is called after each step with its losses and
+    returns True to stop the epoch early (Ctrl-C / SIGTERM, periodic checkpoints).
+    """
+    model.train()
+    amp = amp_dtype is not None
+    totals = {"classification": 0.0, "regression": 0.0}
+    steps = skipped = bad_in_a_row = images_seen = 0
+    start = time.perf_counter()
+    bar = tqdm(loader, desc=description, unit="batch", disable=not context.is_main, dynamic_ncols=True)
+    for images, targets, metas in bar:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with autocast_context(device, amp, amp_dtype):
+            losses = model(images, targets)
+        loss = losses["classification"] + losses["regression"]
+        terms = torch.stack([losses["classification"].detach(), losses["regression"].detach()])
+
+        if not all_true(bool(torch.isfinite(terms).all()), device, context):
+            skipped += 1
+            bad_in_a_row += 1
+            optimizer.zero_grad(set_to_none=True)
+            names = ", ".join(str(m["path"]) for m in metas)
+            message = (f"non-finite loss skipped (classification={terms[0].item():.4g}, "
+                       f"regression={terms[1].item():.4g}) on images: {names}")
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            if bad_in_a_row >= max_nonfinite_steps:
+                raise NonFiniteLossError(
+                    f"{bad_in_a_row} non-finite losses in a row; stopping (last: {message}); "
+                    "the last saved checkpoint is intact — lower --lr or check the data"
+                )
+            continue
+        bad_in_a_row = 0
+
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+
+        terms = all_reduce_mean(terms, context)
+        steps += 1
+        images_seen += images.shape[0] * context.world_size
+        classification, regression = terms.tolist()
+        totals["classification"] += classification
+        totals["regression"] += regression
+        elapsed = time.perf_counter() - start
+        lr = optimizer.param_groups[0]["lr"]
+        bar.set_postfix(cls=f"{classification:.4f}", reg=f"{regression:.4f}", lr=f"{lr:.2e}",
+                        img_s=f"{images_seen / elapsed:.1f}")
+        record = {"classification": classification, "regression": regression, "lr": lr,
+                  "batches": steps + skipped}
+        if on_step is not None and on_step(record):
+            break
+    bar.close()
+    elapsed = time.perf_counter() - start
+    result = {k: v / max(steps, 1) for k, v in totals.items()}
+    result.update(steps=steps, skipped=skipped, batches=steps + skipped,
+                  images_per_second=images_seen / elapsed if elapsed else 0.0)
+    result["loss"] = result["classification"] + result["regression"] if steps else math.nan
+    return result
+
+
+@torch.no_grad()
+def run_inference(
+    model: torch.nn.Module,
+    loader: Iterable,
+    device: torch.device,
+    num_images: Optional[int] = None,
+    amp: bool = False,
+    description: str = "inference",
+    progress: bool = True,
+) -> Dict[str, object]:
+    """Detections for every image a loader yields, in original image coordinates.
+
+    loader yields ``(images (B, 3, H, W), targets, metas)`` as ``retinanet.data.collate_batch`` makes
+    them; each meta has ``index``, ``scale`` and ``orig_size``. Returns {"detections": list indexed
+    by ``meta["index"]`` of {"boxes": (D, 4) float32, "scores": (D,), "labels": (D,) int64} numpy
+    arrays, "images_per_second": float}.
+    """
+    model.eval()
+    detections: List[Optional[dict]] = [None] * num_images if num_images is not None else []
+    count, start = 0, time.perf_counter()
+    for images, _, metas in tqdm(loader, desc=description, unit="batch", disable=not progress, dynamic_ncols=True):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        # Clip to each image's own (unpadded) extent, then return to its original pixel grid.
+        sizes = [(round(m["orig_size"][0] * m["scale"]), round(m["orig_size"][1] * m["scale"])) for m in metas]
+        with autocast_context(device, amp):
+            outputs = model(images, image_sizes=sizes, image_scales=[m["scale"] for m in metas])
+        for meta, output in zip(metas, outputs):
+            height, width = meta["orig_size"]
+            boxes = output["boxes"].float().cpu().numpy()
+            np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+            np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+            result = {
+                "boxes": boxes,
+                "scores": output["scores"].float().cpu().numpy(),
+                "labels": output["labels"].cpu().numpy().astype(np.int64),
+            }
+            index = meta["index"]
+            if index >= len(detections):
+                detections.extend([None] * (index + 1 - len(detections)))
+            detections[index] = result
+        count += len(metas)
+    elapsed = time.perf_counter() - start
+    empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
+    detections = [d if d is not None else dict(empty) for d in detections]
+    return {"detections": detections, "images_per_second": count / elapsed if elapsed > 0 else 0.0}

@@ -1,0 +1,120 @@
+"""Pieces of a training run that are not the loop itself: optimiser, LR schedule, RNG state, sampling."""
+import math
+import random
+from typing import Dict, Iterator, List, Sequence
+
+import numpy as np
+import torch
+
+
+def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam (the original project's choice) or SGD with momentum 0.9 (the paper's)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+class LRSchedule:
+    """Per-iteration LR factor: linear warm-up, then cosine decay to 0, step decay, or constant.
+
+    step: multiplied by ``gamma`` at each milestone (in iterations).
+    """
+
+    def __init__(
+        self,
+        total_iterations: int,
+        warmup_iterations: int = 0,
+        warmup_factor: float = 0.001,
+        kind: str = "cosine",
+        milestones: Sequence[int] = (),
+        gamma: float = 0.1,
+    ):
+        self.total_iterations = max(1, total_iterations)
+        self.warmup_iterations = warmup_iterations
+        self.warmup_factor = warmup_factor
+        self.kind = kind
+        self.milestones = sorted(milestones)
+        self.gamma = gamma
+
+    def __call__(self, iteration: int) -> float:
+        factor = 1.0
+        if iteration < self.warmup_iterations:
+            progress = iteration / self.warmup_iterations
+            factor = self.warmup_factor + (1 - self.warmup_factor) * progress
+        if self.kind == "cosine":
+            factor *= 0.5 * (1 + math.cos(math.pi * min(iteration, self.total_iterations) / self.total_iterations))
+        elif self.kind == "step":
+            factor *= self.gamma ** sum(iteration >= m for m in self.milestones)
+        return factor
+
+
+def capture_rng_state() -> Dict[str, object]:
+    """Every random generator a run draws from, in a form ``torch.load(weights_only=True)`` accepts."""
+    numpy_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "pos": int(numpy_state[2]),
+                  "has_gauss": int(numpy_state[3]), "cached_gaussian": float(numpy_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Dict[str, object]) -> None:
+    python_state = state["python"]
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """A dataset whose random augmentation depends only on (seed, epoch, index).
+
+    Each sample is drawn under its own torch seed, so a run resumed in the middle of an epoch, or
+    run with a different number of loader workers, sees exactly the same flips.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            return self.dataset[index]
+
+
+class SkipBatches(torch.utils.data.Sampler):
+    """A batch sampler with its first ``skip`` batches left out (resuming inside an epoch)."""
+
+    def __init__(self, batch_sampler, skip: int):
+        self.batch_sampler = batch_sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for position, batch in enumerate(self.batch_sampler):
+            if position >= self.skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return max(0, len(self.batch_sampler) - self.skip)

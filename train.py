@@ -1,0 +1,320 @@
+"""Train or fine-tune RetinaNet on CSV or COCO data, on one process or many (torchrun).
+
+Usage:
+    python train.py --dataset csv --csv_classes class_names/crowdhuman.csv \
+        --csv_train data/CrowdHuman/train_annotations.csv --csv_val data/CrowdHuman/valid_annotations.csv --depth 50
+    python train.py --dataset coco --coco_path data/COCO2017 --depth 50
+    python train.py ... --model_path weights/coco_resnet_50_map_0_335_state_dict.pt   # fine-tune, classes by name
+    python train.py ... --resume weights/last.pt                                        # continue exactly
+    torchrun --nproc_per_node=4 train.py ...                                           # multi-GPU (DDP)
+"""
+import argparse
+import json
+import os
+import signal
+import time
+
+import torch
+
+from retinanet.checkpoint import CHECKPOINT_FORMAT, load_weights, read_checkpoint_file, save_checkpoint, unwrap_model
+from retinanet.cli import add_device_argument, resolve_device, run_cli
+from retinanet.data import AspectRatioBatchSampler, CocoDataset, CSVDataset, Transform, collate_batch
+from retinanet.distributed import all_true, barrier, init_distributed, process_device, shutdown
+from retinanet.engine import autocast_dtype, train_one_epoch
+from retinanet.errors import UserError
+from retinanet.model import RESNET_DEPTHS, build_retinanet
+from retinanet.plots import plot_training_curves
+from retinanet.training import (
+    LRSchedule,
+    SeededSamples,
+    SkipBatches,
+    build_optimizer,
+    capture_rng_state,
+    restore_rng_state,
+    seed_everything,
+)
+from retinanet.validation import format_validation, validate
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True, choices=["csv", "coco"], help="dataset format")
+    data.add_argument("--coco_path", help="COCO root (annotations/, images/train2017 or train2017/)")
+    data.add_argument("--csv_train", help="training annotations CSV (path,x1,y1,x2,y2,class)")
+    data.add_argument("--csv_classes", help="class list CSV (name,id)")
+    data.add_argument("--csv_val", help="validation annotations CSV (optional)")
+    data.add_argument("--annotation_delimiter", default=",",
+                      help="CSV field delimiter; ' ' reads files of the CrowdHuman fork (default ',')")
+    data.add_argument("--min_side", type=int, default=608, help="resize: shorter image side (default 608)")
+    data.add_argument("--max_side", type=int, default=1024, help="resize: cap on the longer side (default 1024)")
+    data.add_argument("--flip_prob", type=float, default=0.5, help="horizontal flip probability (default 0.5)")
+    data.add_argument("--workers", type=int, default=2, help="data loader processes (default 2)")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--depth", type=int, default=50, choices=sorted(RESNET_DEPTHS), help="ResNet depth")
+    model.add_argument("--feature_size", type=int, default=256,
+                       help="FPN/head channels (default 256, the published model's; smaller trains faster)")
+    model.add_argument("--model_path", help="start from these weights (any checkpoint this toolkit reads); "
+                                            "classes are matched by name, new classes start from the prior")
+    model.add_argument("--backbone_weights", help="ImageNet ResNet weights file for the backbone")
+    model.add_argument("--no_pretrained", action="store_true",
+                       help="train the backbone from scratch instead of ImageNet weights")
+    model.add_argument("--freeze_bn", choices=["auto", "on", "off"], default="auto",
+                       help="freeze backbone BatchNorm; auto: on when the backbone starts from trained weights")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=100, help="number of epochs (default 100)")
+    optim.add_argument("--start_epoch", type=int, default=0, help="epoch number to start counting from")
+    optim.add_argument("--batch_size", type=int, default=2, help="images per batch per process (default 2)")
+    optim.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="adam (original) or sgd")
+    optim.add_argument("--lr", type=float, help="learning rate (default 1e-5 for adam, 0.01 for sgd)")
+    optim.add_argument("--weight_decay", type=float, help="weight decay (default 0 for adam, 1e-4 for sgd)")
+    optim.add_argument("--lr_schedule", choices=["cosine", "step", "constant"], default="cosine",
+                       help="LR decay after warm-up (default cosine)")
+    optim.add_argument("--lr_steps", type=int, nargs="*", default=[],
+                       help="epochs at which the step schedule multiplies the LR by --lr_gamma")
+    optim.add_argument("--lr_gamma", type=float, default=0.1, help="step schedule factor (default 0.1)")
+    optim.add_argument("--warmup_iters", type=int, default=500, help="linear warm-up iterations (default 500)")
+    optim.add_argument("--warmup_factor", type=float, default=0.001, help="LR factor at the first step")
+    optim.add_argument("--clip_grad_norm", type=float, default=0.1,
+                       help="clip the gradient norm to this (original: 0.1; 0 turns clipping off)")
+    optim.add_argument("--amp", action="store_true", help="mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)")
+    optim.add_argument("--amp_dtype", choices=["fp16", "bf16"], default="fp16", help="CUDA autocast type")
+    optim.add_argument("--max_nonfinite_steps", type=int, default=5,
+                       help="stop after this many non-finite losses in a row (default 5)")
+
+    run = parser.add_argument_group("run")
+    add_device_argument(run)
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--output_dir", default="./weights", help="checkpoints, metrics and curves (default ./weights)")
+    run.add_argument("--resume", help="continue a run from its checkpoint (e.g. weights/last.pt)")
+    run.add_argument("--save_every", type=int, default=0, help="also write last.pt every N iterations (0: off)")
+    run.add_argument("--val_every", type=int, default=1, help="validate every N epochs (default 1)")
+    run.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (default 4)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.dataset == "coco" and not args.coco_path:
+        raise UserError("--dataset coco needs --coco_path")
+    if args.dataset == "csv" and not (args.csv_train and args.csv_classes):
+        raise UserError("--dataset csv needs --csv_train and --csv_classes")
+    for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    for flag in ("model_path", "resume", "backbone_weights"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            raise UserError(f"--{flag} {path}: file not found")
+    if args.lr is None:
+        args.lr = 1e-5 if args.optimizer == "adam" else 0.01
+    if args.weight_decay is None:
+        args.weight_decay = 0.0 if args.optimizer == "adam" else 1e-4
+
+
+def build_datasets(args):
+    train_transform = Transform(args.min_side, args.max_side, flip_prob=args.flip_prob)
+    val_transform = Transform(args.min_side, args.max_side)
+    if args.dataset == "coco":
+        train = CocoDataset(args.coco_path, "train2017", train_transform)
+        val = CocoDataset(args.coco_path, "val2017", val_transform)
+    else:
+        train = CSVDataset(args.csv_train, args.csv_classes, train_transform, delimiter=args.annotation_delimiter)
+        val = None
+        if args.csv_val:
+            val = CSVDataset(args.csv_val, train.class_names, val_transform, delimiter=args.annotation_delimiter)
+    return train, val
+
+
+class StopRequest:
+    """Ctrl-C / SIGTERM ask the loop to stop after the current step, save, and exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def main(args: argparse.Namespace) -> dict:
+    check_args(args)
+    context = init_distributed(args.device)
+    try:
+        return train(args, context)
+    finally:
+        shutdown(context)
+
+
+def train(args: argparse.Namespace, context) -> dict:
+    device = resolve_device(process_device(context, args.device))
+    log = print if context.is_main else (lambda *a, **k: None)
+    seed_everything(args.seed)
+
+    # Data
+    train_set, val_set = build_datasets(args)
+    class_names = train_set.class_names
+    samples = SeededSamples(train_set, args.seed)
+    batch_sampler = AspectRatioBatchSampler(train_set, args.batch_size, shuffle=True, drop_last=False,
+                                            seed=args.seed, num_replicas=context.world_size, rank=context.rank)
+    iterations_per_epoch = len(batch_sampler)
+
+    # Model
+    resume = read_checkpoint_file(args.resume) if args.resume else None
+    starts_trained = bool(args.model_path or resume or args.backbone_weights or not args.no_pretrained)
+    freeze_bn = starts_trained if args.freeze_bn == "auto" else args.freeze_bn == "on"
+    pretrained_backbone = not (args.no_pretrained or args.model_path or resume)
+    model = build_retinanet(len(class_names), args.depth, pretrained=pretrained_backbone,
+                            backbone_weights=args.backbone_weights if pretrained_backbone else None,
+                            feature_size=args.feature_size, freeze_bn=freeze_bn)
+    if args.model_path and not resume:
+        load_weights(model, args.model_path, class_names, allow_class_change=True, log=log)
+    model.to(device).to(memory_format=torch.channels_last)
+
+    optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
+    schedule = LRSchedule(args.epochs * iterations_per_epoch, args.warmup_iters, args.warmup_factor,
+                          args.lr_schedule, [e * iterations_per_epoch for e in args.lr_steps], args.lr_gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    amp_dtype = autocast_dtype(device, args.amp_dtype) if args.amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    epoch, batches_done, best_map, history = args.start_epoch, 0, -1.0, []
+    if resume is not None:
+        epoch, batches_done, best_map, history = restore_training_state(
+            args.resume, resume, model, optimizer, scheduler, scaler, class_names)
+        log(f"resumed {args.resume}: epoch {epoch}, {batches_done} batches of it done")
+    if context.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    log("settings: " + ", ".join(f"{k}={v}" for k, v in sorted(vars(args).items())))
+    log(f"{len(train_set)} training images, {len(val_set) if val_set else 0} validation images, classes: "
+        f"{', '.join(class_names)}; ResNet-{args.depth} on {device}, {context.world_size} process(es); "
+        f"backbone BatchNorm {'frozen' if freeze_bn else 'trained'}")
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    def checkpoint(epoch_now: int, batches: int, metrics: dict) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": unwrap_model(model).state_dict(),
+            "class_names": list(class_names),
+            "model_args": unwrap_model(model).model_args(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch_now,
+            "batches_done": batches,
+            "iteration": scheduler.last_epoch,
+            "best_map": best_map,
+            "history": history,
+            "metrics": metrics,
+            "args": {k: v for k, v in vars(args).items()},
+            "rng": capture_rng_state(),
+        }
+
+    last_path = os.path.join(args.output_dir, "last.pt")
+    with StopRequest() as stop:
+        while epoch < args.epochs and not stop.requested:
+            samples.set_epoch(epoch)
+            batch_sampler.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                samples, batch_sampler=SkipBatches(batch_sampler, batches_done), collate_fn=collate_batch,
+                num_workers=args.workers, pin_memory=device.type == "cuda",
+            )
+
+            def on_step(record, epoch=epoch, done_before=batches_done):
+                if args.save_every and context.is_main and scheduler.last_epoch % args.save_every == 0:
+                    save_checkpoint(last_path, checkpoint(epoch, done_before + record["batches"], record))
+                # Every process must leave the epoch at the same step, or the next collective hangs.
+                return not all_true(not stop.requested, device, context)
+
+            start = time.perf_counter()
+            summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context, amp_dtype,
+                                      args.clip_grad_norm, args.max_nonfinite_steps, on_step,
+                                      description=f"epoch {epoch + 1}/{args.epochs}")
+            batches_done += summary["batches"]
+            if batches_done < iterations_per_epoch:  # interrupted inside the epoch
+                if context.is_main:
+                    save_checkpoint(last_path, checkpoint(epoch, batches_done, summary))
+                    log(f"stopped at epoch {epoch + 1}, batch {batches_done}/{iterations_per_epoch}; "
+                        f"saved {last_path}; continue with --resume {last_path}")
+                break
+
+            epoch += 1
+            batches_done = 0
+            record = {"epoch": epoch, "loss": summary["loss"], "classification": summary["classification"],
+                      "regression": summary["regression"], "lr": optimizer.param_groups[0]["lr"],
+                      "skipped_steps": summary["skipped"], "images_per_second": summary["images_per_second"],
+                      "seconds": time.perf_counter() - start}
+            if val_set is not None and (epoch % args.val_every == 0 or epoch == args.epochs):
+                if context.is_main:
+                    result = validate(unwrap_model(model), val_set, device, args.val_batch_size, args.workers,
+                                      amp=args.amp, description=f"validate epoch {epoch}")
+                    record["map"] = result["map"]
+                    record["ap"] = {name: c["ap"] for name, c in result["per_class"].items()}
+                    log(format_validation(result))
+                barrier(context)
+            history.append(record)
+            log(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f} (cls {record['classification']:.4f}, "
+                f"reg {record['regression']:.4f}), {record['images_per_second']:.1f} img/s, "
+                f"{record['seconds']:.0f} s" + (f", mAP {record['map']:.4f}" if "map" in record else ""))
+            if context.is_main:
+                improved = "map" in record and record["map"] > best_map
+                if improved:
+                    best_map = record["map"]
+                save_checkpoint(last_path, checkpoint(epoch, 0, record))
+                if improved:
+                    save_checkpoint(os.path.join(args.output_dir, "best.pt"), checkpoint(epoch, 0, record))
+                write_history(args.output_dir, history)
+    if context.is_main and epoch >= args.epochs:
+        best = f", best mAP {best_map:.4f} in {os.path.join(args.output_dir, 'best.pt')}" if best_map >= 0 else ""
+        log(f"done: {epoch} epochs; last checkpoint {last_path}{best}; metrics and curves in {args.output_dir}")
+    return {"epoch": epoch, "history": history, "best_map": best_map, "model": unwrap_model(model)}
+
+
+def restore_training_state(path, resume, model, optimizer, scheduler, scaler, class_names):
+    """Load a checkpoint written by this script; returns (epoch, batches_done, best_map, history)."""
+    if not isinstance(resume, dict) or resume.get("format") != CHECKPOINT_FORMAT or "optimizer" not in resume:
+        raise UserError(f"--resume {path}: not a training checkpoint of train.py (use --model_path to start "
+                        "from plain weights)")
+    if list(resume["class_names"]) != list(class_names):
+        raise UserError(f"--resume {path}: trained on classes {resume['class_names']}, the class list has "
+                        f"{list(class_names)}")
+    if resume["model_args"] != model.model_args():
+        raise UserError(f"--resume {path}: model {resume['model_args']} differs from the flags' "
+                        f"{model.model_args()}")
+    model.load_state_dict(resume["model"])
+    optimizer.load_state_dict(resume["optimizer"])
+    scheduler.load_state_dict(resume["scheduler"])
+    scaler.load_state_dict(resume["scaler"])
+    restore_rng_state(resume["rng"])
+    return resume["epoch"], resume["batches_done"], resume["best_map"], list(resume["history"])
+
+
+def write_history(output_dir: str, history: list) -> None:
+    """metrics.jsonl (one line per epoch) and the loss / mAP curves, rewritten whole each epoch."""
+    from retinanet.io_utils import atomic_open
+
+    with atomic_open(os.path.join(output_dir, "metrics.jsonl")) as handle:
+        for record in history:
+            handle.write(json.dumps(record) + "\n")
+    plot_training_curves(history, os.path.join(output_dir, "training_curves.png"))
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())
