@@ -44,5 +44,5 @@ def validate(
 def format_validation(result: dict) -> str:
     names: Sequence[str] = result["class_names"]
     by_index = dict(result, per_class={i: result["per_class"][name] for i, name in enumerate(names)})
-    return format_summary(names, by_index)
+    return format_summary(by_index, names)
 

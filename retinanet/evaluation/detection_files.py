@@ -1,0 +1,253 @@
+"""Saved detections: our JSON-lines file, and CrowdHuman's official result format.
+
+Our format, one JSON object per image::
+
+    {"image": "<name>", "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": ["<class>", ...]}
+
+Boxes and scores are written as the shortest decimals that read back to the same
+float32 values, and ``read_detections`` returns them as float32, so detections from
+the model (float32) survive a round trip bit for bit and re-evaluation gives the same
+numbers.
+
+CrowdHuman's official format (CrowdDet, mmdet), one JSON object per image::
+
+    {"ID": "<image id>", "dtboxes": [{"box": [x, y, w, h], "score": s, "tag": t}, ...], ...}
+
+``ID`` is the image file name without directory and extension. ``tag`` is a class name;
+CrowdDet and mmdet write the number 1 instead, so detections whose tag is not a string
+go to ``untagged_class`` when one is given. Those boxes are returned as float64, the
+values the official evaluation computes with.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from retinanet.errors import UserError
+from retinanet.io_utils import atomic_open
+
+PathLike = Union[str, os.PathLike]
+
+
+def _number_text(values: np.ndarray) -> "list[str]":
+    """values (...,) -> shortest decimals that read back to the same float32 values, as nested lists."""
+    return values.astype(np.float32).astype(str).tolist()
+
+
+def write_detections_jsonl(
+    path: PathLike, detections: Sequence[dict], image_names: Sequence[str], class_names: Sequence[str]
+) -> None:
+    """Write one JSON line per image, atomically.
+
+    detections: per image {boxes (D, 4) x1y1x2y2, scores (D,), labels (D,) class index};
+    image_names: (I,) names as in the annotation file; class_names: index -> name.
+    Boxes and scores are stored as float32.
+    """
+    if len(detections) != len(image_names):
+        raise ValueError(f"{len(detections)} detection records for {len(image_names)} image names")
+    names = np.asarray(list(class_names), dtype=object)
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for image_name, record in zip(image_names, detections):
+            boxes = np.asarray(record["boxes"])
+            scores = np.asarray(record["scores"]).reshape(-1)
+            labels = np.asarray(record["labels"], dtype=np.int64).reshape(-1)
+            boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+            if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes) == len(scores) == len(labels):
+                raise ValueError(
+                    f"detections of {image_name!r}: boxes {boxes.shape}, scores {scores.shape} and labels "
+                    f"{labels.shape} do not describe the same (D, 4) boxes"
+                )
+            if not np.isfinite(boxes).all() or not np.isfinite(scores).all():
+                raise ValueError(f"detections of {image_name!r} hold a non-finite box or score")
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+                raise ValueError(f"detections of {image_name!r} have labels outside [0, {len(names)})")
+            boxes_json = "[" + ",".join("[" + ",".join(row) + "]" for row in _number_text(boxes)) + "]"
+            scores_json = "[" + ",".join(_number_text(scores)) + "]"
+            labels_json = json.dumps(names[labels].tolist())
+            handle.write(
+                f'{{"image":{json.dumps(image_name)},"boxes":{boxes_json},"scores":{scores_json},'
+                f'"labels":{labels_json}}}\n'
+            )
+
+
+def _empty(dtype) -> dict:
+    return {
+        "boxes": np.zeros((0, 4), dtype=dtype),
+        "scores": np.zeros((0,), dtype=dtype),
+        "labels": np.zeros((0,), dtype=np.int64),
+    }
+
+
+def _numeric(values: list, what: str, dtype) -> np.ndarray:
+    """JSON list -> finite array of dtype; a ValueError says what is wrong (the caller adds file:line)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise ValueError(f"{what} must be lists of numbers of equal length") from None
+    # Strings, booleans and nulls would convert silently: only JSON numbers are accepted.
+    if array.size and array.dtype.kind not in "iuf":
+        raise ValueError(f"{what} must hold numbers only")
+    array = array.astype(dtype)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} holds a non-finite number")
+    return array
+
+
+def _parse_ours(record: dict, class_index: dict) -> "tuple[str, dict]":
+    image = record.get("image")
+    if not isinstance(image, str):
+        raise ValueError('"image" must be a string')
+    for key in ("boxes", "scores", "labels"):
+        if not isinstance(record.get(key), list):
+            raise ValueError(f'"{key}" must be a list')
+    boxes = _numeric(record["boxes"], '"boxes"', np.float32)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError('"boxes" must be a list of [x1, y1, x2, y2]')
+    scores = _numeric(record["scores"], '"scores"', np.float32)
+    if scores.ndim != 1 or len(scores) != len(boxes) or len(record["labels"]) != len(boxes):
+        raise ValueError(
+            f"{len(boxes)} boxes, {len(record['scores'])} scores and {len(record['labels'])} labels: "
+            "the counts must be equal"
+        )
+    labels = _class_indices(record["labels"], class_index)
+    _check_boxes(boxes, "box")
+    return image, {"boxes": boxes, "scores": scores, "labels": labels}
+
+
+def _class_indices(names: list, class_index: dict) -> np.ndarray:
+    try:
+        return np.array([class_index[name] for name in names], dtype=np.int64)
+    except (KeyError, TypeError):
+        unknown = next(name for name in names if not isinstance(name, str) or name not in class_index)
+        raise ValueError(f"unknown class {unknown!r} (classes: {', '.join(class_index)})") from None
+
+
+def _check_boxes(boxes: np.ndarray, what: str) -> None:
+    """boxes (n, 4) x1y1x2y2: x2 >= x1 and y2 >= y1, else a ValueError naming the first bad one."""
+    bad = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if len(bad):
+        raise ValueError(f"{what} {bad[0]} {boxes[bad[0]].tolist()} has a negative width or height")
+
+
+def _parse_official(record: dict, class_index: dict, untagged_class: Optional[str]) -> "tuple[str, dict]":
+    image = record.get("ID")
+    if not isinstance(image, str):
+        raise ValueError('"ID" must be a string')
+    dtboxes = record.get("dtboxes")
+    if not isinstance(dtboxes, list):
+        raise ValueError('"dtboxes" must be a list')
+    if not dtboxes:
+        return image, _empty(np.float64)
+    try:
+        xywh = [entry["box"] for entry in dtboxes]
+        scores = [entry["score"] for entry in dtboxes]
+        tags = [entry.get("tag") for entry in dtboxes]
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError('each of "dtboxes" must be an object with "box" and "score"') from None
+    boxes = _numeric(xywh, '"box"', np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError('each "box" must be [x, y, w, h]')
+    boxes[:, 2:] += boxes[:, :2]
+    _check_boxes(boxes, "detection")
+    scores = _numeric(scores, '"score"', np.float64)
+    if scores.ndim != 1:
+        raise ValueError('each "score" must be a number')
+    untagged = [i for i, tag in enumerate(tags) if not isinstance(tag, str)]
+    if untagged:
+        if untagged_class is None:
+            raise ValueError(
+                f"detection {untagged[0]} has tag {tags[untagged[0]]!r}, not a class name, and no class "
+                "was given for untagged detections"
+            )
+        for i in untagged:
+            tags[i] = untagged_class
+    return image, {"boxes": boxes, "scores": scores, "labels": _class_indices(tags, class_index)}
+
+
+def read_detections(
+    path: PathLike,
+    image_names: Sequence[str],
+    class_names: Sequence[str],
+    untagged_class: Optional[str] = None,
+) -> "list[dict]":
+    """Read saved detections (our JSON lines or CrowdHuman's official format, line by line).
+
+    Returns one {boxes (D, 4) x1y1x2y2, scores (D,), labels (D,) int64} per entry of
+    image_names, in that order; an image without a record has no detections. Our
+    records are matched by "image" == name, official ones by "ID" == the name's file
+    name without extension. Any problem is a UserError "path:line: what is wrong":
+    bad JSON or fields, an unknown class, a second record for one image, and records
+    of images that are not in image_names (the first one named, with their count).
+    """
+    class_index = {name: index for index, name in enumerate(class_names)}
+    if untagged_class is not None and untagged_class not in class_index:
+        raise UserError(
+            f"class {untagged_class!r} for untagged detections is not one of: {', '.join(class_names)}"
+        )
+    by_name = {name: index for index, name in enumerate(image_names)}
+    by_id: "dict[str, list[int]]" = {}
+    for index, name in enumerate(image_names):
+        by_id.setdefault(Path(name).stem, []).append(index)
+    detections: "list[Optional[dict]]" = [None] * len(image_names)
+    first_line = [0] * len(image_names)
+    unknown = []  # (line, image) of records for images outside image_names
+    try:
+        # Bytes, so that a line that is not UTF-8 is reported with its number like any other bad line.
+        handle = open(path, "rb")
+    except OSError as error:
+        raise UserError(f"{path}: cannot read detections ({error.strerror or error})") from None
+    with handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(
+                    f"{path}:{line_number}: not valid JSON ({error.msg}, column {error.colno})"
+                ) from None
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{line_number}: not UTF-8 text") from None
+            except RecursionError:
+                raise UserError(f"{path}:{line_number}: JSON nested too deeply") from None
+            try:
+                if not isinstance(record, dict):
+                    raise ValueError("expected a JSON object")
+                if "dtboxes" in record:
+                    image, parsed = _parse_official(record, class_index, untagged_class)
+                    candidates = by_id.get(image, [])
+                    if len(candidates) > 1:
+                        raise ValueError(
+                            f"ID {image!r} fits images {image_names[candidates[0]]!r} and "
+                            f"{image_names[candidates[1]]!r}"
+                        )
+                    index = candidates[0] if candidates else None
+                elif "image" in record:
+                    image, parsed = _parse_ours(record, class_index)
+                    index = by_name.get(image)
+                else:
+                    raise ValueError('a record needs "image" (our format) or "ID" and "dtboxes" (CrowdHuman)')
+            except ValueError as error:
+                raise UserError(f"{path}:{line_number}: {error}") from None
+            if index is None:
+                unknown.append((line_number, image))
+                continue
+            if detections[index] is not None:
+                raise UserError(
+                    f"{path}:{line_number}: a second record for image {image!r} (the first is on line "
+                    f"{first_line[index]})"
+                )
+            detections[index] = parsed
+            first_line[index] = line_number
+    if unknown:
+        line_number, image = unknown[0]
+        raise UserError(
+            f"{path}:{line_number}: detections for image {image!r}, which is not in the ground truth "
+            f"({len(unknown)} such record{'s' if len(unknown) > 1 else ''})"
+        )
+    return [record if record is not None else _empty(np.float32) for record in detections]
