@@ -176,8 +176,10 @@ def train(args: argparse.Namespace, context) -> dict:
 
     # Model
     resume = read_checkpoint_file(args.resume) if args.resume else None
-    starts_trained = bool(args.model_path or resume or args.backbone_weights or not args.no_pretrained)
+    starts_trained = bool(args.model_path or args.backbone_weights or not args.no_pretrained)
     freeze_bn = starts_trained if args.freeze_bn == "auto" else args.freeze_bn == "on"
+    if isinstance(resume, dict) and "freeze_bn" in resume:
+        freeze_bn = bool(resume["freeze_bn"])  # the optimizer state expects the same trainable parameters
     pretrained_backbone = not (args.no_pretrained or args.model_path or resume)
     model = build_retinanet(len(class_names), args.depth, pretrained=pretrained_backbone,
                             backbone_weights=args.backbone_weights if pretrained_backbone else None,
@@ -214,6 +216,7 @@ def train(args: argparse.Namespace, context) -> dict:
             "model": unwrap_model(model).state_dict(),
             "class_names": list(class_names),
             "model_args": unwrap_model(model).model_args(),
+            "freeze_bn": freeze_bn,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
@@ -244,8 +247,9 @@ def train(args: argparse.Namespace, context) -> dict:
                 return not all_true(not stop.requested, device, context)
 
             start = time.perf_counter()
-            summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context, amp_dtype,
-                                      args.clip_grad_norm, args.max_nonfinite_steps, on_step,
+            summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context,
+                                      amp_dtype=amp_dtype, clip_grad_norm=args.clip_grad_norm,
+                                      max_nonfinite_steps=args.max_nonfinite_steps, on_step=on_step,
                                       description=f"epoch {epoch + 1}/{args.epochs}")
             batches_done += summary["batches"]
             if batches_done < iterations_per_epoch:  # interrupted inside the epoch
