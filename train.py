@@ -18,7 +18,14 @@ import torch
 
 from retinanet.checkpoint import CHECKPOINT_FORMAT, load_weights, read_checkpoint_file, save_checkpoint, unwrap_model
 from retinanet.cli import add_device_argument, resolve_device, run_cli
-from retinanet.data import AspectRatioBatchSampler, CocoDataset, CSVDataset, Transform, collate_batch
+from retinanet.data import (
+    AspectRatioBatchSampler,
+    CocoDataset,
+    CSVDataset,
+    Transform,
+    collate_batch,
+    init_loader_worker,
+)
 from retinanet.distributed import all_true, barrier, init_distributed, process_device, shutdown
 from retinanet.engine import autocast_dtype, train_one_epoch
 from retinanet.errors import UserError
@@ -237,7 +244,7 @@ def train(args: argparse.Namespace, context) -> dict:
             batch_sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
                 samples, batch_sampler=SkipBatches(batch_sampler, batches_done), collate_fn=collate_batch,
-                num_workers=args.workers, pin_memory=device.type == "cuda",
+                num_workers=args.workers, pin_memory=device.type == "cuda", worker_init_fn=init_loader_worker,
             )
 
             def on_step(record, epoch=epoch, done_before=batches_done):

@@ -3,7 +3,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from retinanet.data import AspectRatioBatchSampler, collate_batch
+from retinanet.data import AspectRatioBatchSampler, collate_batch, init_loader_worker
 from retinanet.engine import run_inference
 from retinanet.evaluation import evaluate_voc, format_summary
 
@@ -11,7 +11,8 @@ from retinanet.evaluation import evaluate_voc, format_summary
 def make_eval_loader(dataset, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
     """Batches of similar aspect ratio in a fixed order, so padding wastes little compute."""
     sampler = AspectRatioBatchSampler(dataset, batch_size, shuffle=False)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers,
+                                       worker_init_fn=init_loader_worker)
 
 
 def predict_dataset(
