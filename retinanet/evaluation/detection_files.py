@@ -162,7 +162,7 @@ def _parse_official(record: dict, class_index: dict, untagged_class: Optional[st
         if untagged_class is None:
             raise ValueError(
                 f"detection {untagged[0]} has tag {tags[untagged[0]]!r}, not a class name, and no class "
-                "was given for untagged detections"
+                "was given for untagged detections (pass --untagged_class, e.g. --untagged_class person)"
             )
         for i in untagged:
             tags[i] = untagged_class

@@ -139,16 +139,20 @@ def plot_pr_curves(voc_result: dict, class_names: Sequence[str], output_dir: Pat
         figure = Figure(figsize=(6, 5), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.plot(recall, precision, color="tab:blue", linewidth=1.2, label="precision")
-        # The envelope value at recall_k holds on (recall_{k-1}, recall_k]: a "pre" step from recall 0.
-        axes.step(
-            np.r_[0.0, recall],
-            np.r_[envelope[:1], envelope],
-            where="pre",
-            color="tab:orange",
-            linewidth=1.0,
-            label="envelope (AP)",
-        )
+        if len(recall):
+            axes.plot(recall, precision, color="tab:blue", linewidth=1.2, label="precision")
+            # The envelope value at recall_k holds on (recall_{k-1}, recall_k]: a "pre" step from recall 0.
+            axes.step(
+                np.r_[0.0, recall],
+                np.r_[envelope[:1], envelope],
+                where="pre",
+                color="tab:orange",
+                linewidth=1.0,
+                label="envelope (AP)",
+            )
+            axes.legend(loc="lower left")
+        else:
+            axes.text(0.5, 0.5, "no detections", ha="center", va="center", transform=axes.transAxes)
         axes.set(
             xlim=(0, 1),
             ylim=(0, 1.02),
@@ -158,7 +162,6 @@ def plot_pr_curves(voc_result: dict, class_names: Sequence[str], output_dir: Pat
             f"{result['num_annotations']} annotations",
         )
         axes.grid(True, alpha=0.3)
-        axes.legend(loc="lower left")
         path = output_dir / f"{stem}_precision_recall.png"
         with atomic_path(path) as tmp:
             figure.savefig(tmp, format="png")

@@ -1,0 +1,154 @@
+r"""Evaluate RetinaNet detections on CSV or CrowdHuman data: VOC AP, the CrowdHuman protocol, COCO AP.
+
+Usage:
+    python csv_validation.py --csv_classes ./class_names/coco_names_with_head.csv \
+        --csv_val ./data/CrowdHuman/valid_annotations.csv --model_path weights/best.pt
+    python csv_validation.py --csv_classes ./class_names/coco_names_with_head.csv \
+        --csv_val ./data/CrowdHuman/valid_annotations.csv --detections val_results/detections.jsonl
+    python csv_validation.py --odgt ./data/CrowdHuman/annotation_val.odgt \
+        --images_dir ./data/CrowdHuman/CrowdHuman_val/Images --crowdhuman_box full \
+        --detections crowddet_results.json --untagged_class person
+
+Ground truth comes from a CSV annotation file (--csv_val) or straight from a CrowdHuman odgt
+file (--odgt, with --images_dir for the image sizes); detections from a model (--model_path)
+or from a saved file (--detections: our detections.jsonl or CrowdHuman's official format).
+The class list is --csv_classes, else the checkpoint's, else person and head.
+
+The model runs once, at score > 0.01 (or --score_threshold when lower) with at most 1000
+detections per image (--max_detections), the settings the CrowdHuman protocol needs. From
+those detections:
+  * VOC AP per class at --iou_threshold over every detection, precision and recall at
+    --score_threshold (default 0.05), mAP;
+  * CrowdHuman AP, MR^-2 and JI (detections scoring >= 0.01) for the classes named person and
+    head that have ground truth (--no_crowdhuman skips them);
+  * COCO AP/AR, the twelve numbers, against the same ground truth (ignore regions as iscrowd;
+    --no_coco skips them).
+
+Writes into --output_dir (default ./val_results): detections.jsonl (when a model ran),
+coco_results.json (image id = image index + 1, category id = class index + 1, the ids of
+build_annotations_file.py's JSON), metrics.json and <class>_precision_recall.png per class.
+"""
+import argparse
+import os
+
+from retinanet.checkpoint import load_model
+from retinanet.cli import resolve_device, run_cli
+from retinanet.data import CSVDataset, Transform, read_class_list
+from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES
+from retinanet.errors import UserError
+from retinanet.evaluation.detection_files import read_detections
+from retinanet.evaluation.odgt_ground_truth import CROWDHUMAN_BOXES, odgt_dataset
+from retinanet.evaluation.run import (
+    CROWDHUMAN_MAX_DETECTIONS,
+    CROWDHUMAN_SCORE_THRESHOLD,
+    add_model_arguments,
+    check_common_args,
+    coco_ground_truth,
+    evaluate_and_report,
+    image_names,
+)
+from retinanet.validation import dataset_ground_truths, predict_dataset
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    data = parser.add_argument_group("ground truth")
+    data.add_argument("--csv_val", help="annotation CSV (path,x1,y1,x2,y2,class_name) to evaluate on")
+    data.add_argument("--csv_classes",
+                      help="class list CSV (name,id); default: the checkpoint's classes, else person,head")
+    data.add_argument("--annotation_delimiter", default=",",
+                      help="CSV field delimiter; ' ' reads files of the CrowdHuman fork (default ',')")
+    data.add_argument("--odgt", help="CrowdHuman odgt file to read the ground truth from, not --csv_val")
+    data.add_argument("--images_dir",
+                      help="with --odgt: folder of the <ID>.jpg images, or of the CrowdHuman layout holding "
+                           "them (e.g. data/CrowdHuman)")
+    data.add_argument("--crowdhuman_box", choices=CROWDHUMAN_BOXES,
+                      help="with --odgt: the box the detector finds: full or visible body as 'person' "
+                           "(heads too when 'head' is a class), or heads only")
+    add_model_arguments(parser)
+    metrics = parser.add_argument_group("metrics")
+    metrics.add_argument("--iou_threshold", type=float, default=0.5,
+                         help="IoU for a VOC true positive (default: %(default)s)")
+    metrics.add_argument("--score_threshold", type=float, default=0.05,
+                         help="score at which VOC precision and recall are reported; AP uses every detection "
+                              "(default: %(default)s)")
+    metrics.add_argument("--max_detections", type=int,
+                         help=f"model: detections kept per image (default: {CROWDHUMAN_MAX_DETECTIONS})")
+    metrics.add_argument("--no_crowdhuman", action="store_true", help="skip the CrowdHuman AP, MR^-2 and JI")
+    metrics.add_argument("--no_coco", action="store_true", help="skip the COCO AP/AR numbers")
+    parser.add_argument("--output_dir", default="./val_results",
+                        help="where detections, metrics.json and PR curves go (default: %(default)s)")
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    check_common_args(args)
+    if bool(args.csv_val) == bool(args.odgt):
+        raise UserError("give either --csv_val (CSV annotations) or --odgt (CrowdHuman annotations)")
+    if args.odgt and not (args.images_dir and args.crowdhuman_box):
+        raise UserError(
+            "--odgt needs --images_dir (for the image sizes) and --crowdhuman_box full|visible|head"
+        )
+    if args.csv_val and (args.images_dir or args.crowdhuman_box):
+        raise UserError("--images_dir and --crowdhuman_box only apply with --odgt")
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Evaluate; returns the metrics.json document."""
+    check_args(args)
+    class_names = read_class_list(args.csv_classes) if args.csv_classes else None
+    model = device = None
+    # Never above the CrowdHuman protocol's 0.01, nor above the VOC precision/recall threshold.
+    model_score_threshold = min(CROWDHUMAN_SCORE_THRESHOLD, args.score_threshold)
+    max_detections = args.max_detections or CROWDHUMAN_MAX_DETECTIONS
+    if args.model_path:
+        device = resolve_device(args.device)
+        model, class_names = load_model(args.model_path, class_names, args.depth,
+                                        score_threshold=model_score_threshold, max_detections=max_detections)
+    class_names = class_names or list(CROWDHUMAN_CLASSES)
+
+    transform = Transform(args.min_side, args.max_side)
+    if args.csv_val:
+        dataset = CSVDataset(args.csv_val, class_names, transform, delimiter=args.annotation_delimiter)
+        root = os.path.dirname(os.path.abspath(args.csv_val))
+    else:
+        dataset = odgt_dataset(args.odgt, args.images_dir, class_names, args.crowdhuman_box, transform)
+        root = args.images_dir
+    names = image_names([dataset.image_path(index) for index in range(len(dataset))], root)
+
+    settings = {
+        "ground_truth": args.csv_val or args.odgt,
+        "class_names": class_names,
+        "detections": args.detections,
+        "model_path": args.model_path,
+    }
+    if args.odgt:
+        settings.update(images_dir=args.images_dir, crowdhuman_box=args.crowdhuman_box)
+    if model is not None:
+        model.to(device)
+        detections, images_per_second = predict_dataset(
+            model, dataset, device, args.batch_size, args.workers, args.amp, description="validate"
+        )
+        print(f"ResNet-{model.depth} on {device}: {len(dataset)} images at {images_per_second:.1f} images/s, "
+              f"score > {model_score_threshold:g}, at most {max_detections} detections per image")
+        settings.update(depth=model.depth, min_side=args.min_side, max_side=args.max_side,
+                        model_score_threshold=model_score_threshold, max_detections=max_detections,
+                        nms_iou_threshold=model.nms_iou_threshold, device=str(device), amp=args.amp,
+                        images_per_second=images_per_second)
+    else:
+        detections = read_detections(args.detections, names, class_names, args.untagged_class)
+
+    coco_gt = None if args.no_coco else coco_ground_truth(dataset_ground_truths(dataset), class_names, names)
+    return evaluate_and_report(
+        detections, dataset, names, args.output_dir,
+        iou_threshold=args.iou_threshold, score_threshold=args.score_threshold,
+        crowdhuman=not args.no_crowdhuman, coco_gt=coco_gt,
+        coco_image_ids=range(1, len(dataset) + 1), coco_category_ids=range(1, len(class_names) + 1),
+        save_detections=model is not None, settings=settings,
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

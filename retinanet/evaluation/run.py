@@ -1,0 +1,254 @@
+"""What csv_validation.py and coco_validation.py share: detections in, every metric and output file out.
+
+``evaluate_and_report`` writes into ``output_dir``, each file atomically:
+
+* ``detections.jsonl``: the detections in our format (only when they did not come from a file);
+* ``coco_results.json``: the same detections as COCO results;
+* ``metrics.json``: ``build_metrics_json`` of everything computed, with the settings;
+* ``<class>_precision_recall.png``: one PR curve per class that has ground truth and detections;
+
+and prints the summary table.
+
+VOC AP is computed from every detection given; precision and recall are then read off each
+class's curve at the chosen score threshold. Those are the numbers ``evaluate_voc`` gives with
+that threshold: greedy matching in descending score order never lets a lower-scoring
+detection change the match of a higher-scoring one.
+"""
+
+import argparse
+import os
+from typing import Mapping, Optional, Sequence, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from retinanet.cli import add_device_argument
+from retinanet.data.crowdhuman import BODY_CLASS, HEAD_CLASS
+from retinanet.data.dataset import DetectionDataset
+from retinanet.errors import UserError
+from retinanet.evaluation.coco import detections_to_coco_results, evaluate_coco, write_coco_results
+from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
+from retinanet.evaluation.detection_files import write_detections_jsonl
+from retinanet.evaluation.matching import flatten_ground_truths
+from retinanet.evaluation.report import build_metrics_json, format_summary, plot_pr_curves
+from retinanet.evaluation.voc import evaluate_voc, ignore_regions_per_class
+from retinanet.io_utils import write_json
+from retinanet.model import RESNET_DEPTHS
+from retinanet.validation import dataset_ground_truths
+
+# The CrowdHuman protocol scores detections down to 0.01 ...
+CROWDHUMAN_SCORE_THRESHOLD = 0.01
+# ... with no small cap per image: the most crowded validation images hold a few hundred
+# people and as many heads, so 1000 never cuts a detection that could match.
+CROWDHUMAN_MAX_DETECTIONS = 1000
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags both scripts take for running a checkpoint, or for reading saved detections instead."""
+    group = parser.add_argument_group("model (or --detections)")
+    group.add_argument("--model_path", "--model", dest="model_path",
+                       help="checkpoint to evaluate: ours, a bare state dict or the published "
+                            "pytorch-retinanet weights")
+    group.add_argument("--depth", type=int, choices=sorted(RESNET_DEPTHS),
+                       help="ResNet depth; checked against the checkpoint (default: read from it)")
+    group.add_argument("--batch_size", type=int, default=4,
+                       help="images per inference batch (default: %(default)s)")
+    group.add_argument("--workers", type=int, default=2,
+                       help="image decoding processes (default: %(default)s)")
+    add_device_argument(group)
+    group.add_argument("--amp", action="store_true", help="mixed-precision inference (CUDA: fp16, CPU: bf16)")
+    group.add_argument("--min_side", type=int, default=608,
+                       help="resize the short image side to this (default: %(default)s)")
+    group.add_argument("--max_side", type=int, default=1024,
+                       help="cap on the long image side after resizing (default: %(default)s)")
+    group.add_argument("--detections",
+                       help="evaluate saved detections instead of running a model: our detections.jsonl or "
+                            "CrowdHuman's official result format (JSON lines with ID and dtboxes)")
+    group.add_argument("--untagged_class",
+                       help="class of official-format detections whose tag is not a class name (CrowdDet and "
+                            "mmdet write tag 1), e.g. person")
+
+
+def check_common_args(args: argparse.Namespace) -> None:
+    """The checks both scripts need; any problem is a one-line UserError."""
+    if bool(args.model_path) == bool(args.detections):
+        raise UserError("give either --model_path (run a model) or --detections (evaluate saved detections)")
+    for path, flag in ((args.model_path, "--model_path"), (args.detections, "--detections")):
+        if path and not os.path.isfile(path):
+            raise UserError(f"{flag} {path}: file not found")
+    if args.untagged_class is not None and not args.detections:
+        raise UserError("--untagged_class only applies to --detections files")
+    if args.detections and (args.depth is not None or args.max_detections is not None or args.amp):
+        raise UserError("--depth, --max_detections and --amp only apply when a model runs (--model_path)")
+    for flag in ("batch_size", "min_side", "max_side"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if args.max_detections is not None and args.max_detections < 1:
+        raise UserError(f"--max_detections must be at least 1, got {args.max_detections}")
+    if not 0.0 < args.iou_threshold <= 1.0:
+        raise UserError(f"--iou_threshold must be in (0, 1], got {args.iou_threshold}")
+    if not 0.0 <= args.score_threshold <= 1.0:
+        raise UserError(f"--score_threshold must be in [0, 1], got {args.score_threshold}")
+
+
+def image_names(paths: Sequence[str], root: str) -> "list[str]":
+    """Image paths (I,) -> names relative to ``root``, as detection files record them.
+
+    Two spellings of one file (``a/../b.jpg`` and ``b.jpg``) would share a name: a UserError.
+    """
+    names = [os.path.relpath(path, root) for path in paths]
+    first = {}
+    for index, name in enumerate(names):
+        if name in first:
+            raise UserError(
+                f"images {paths[first[name]]!r} and {paths[index]!r} are one file listed twice; list it once"
+            )
+        first[name] = index
+    return names
+
+
+def voc_at_score_threshold(voc_result: dict, score_threshold: float) -> dict:
+    """A copy of ``evaluate_voc``'s result with each class's precision, recall, num_detections,
+    true_positives and false_positives taken over the detections scoring >= score_threshold.
+
+    AP and the curves stay those of every detection ``voc_result`` was computed from.
+    """
+    per_class = {}
+    for label, result in voc_result["per_class"].items():
+        # Curves run by descending score, so the detections at or above the threshold are a prefix.
+        count = int(np.searchsorted(-result["scores"], -score_threshold, side="right"))
+        precision = float(result["precision_curve"][count - 1]) if count else 0.0
+        recall = float(result["recall_curve"][count - 1]) if count else 0.0
+        true_positives = round(precision * count)
+        per_class[label] = dict(
+            result,
+            num_detections=count,
+            true_positives=true_positives,
+            false_positives=count - true_positives,
+            precision=precision,
+            recall=recall,
+        )
+    return dict(voc_result, score_threshold=float(score_threshold), per_class=per_class)
+
+
+def coco_ground_truth(
+    ground_truths: Sequence[dict], class_names: Sequence[str], names: Sequence[str]
+) -> dict:
+    """Per-image ground truth -> a COCO annotation dict for ``evaluate_coco``.
+
+    ground_truths: per image {boxes (N, 4) x1y1x2y2, labels (N,), ignore (M, 4), ignore_labels (M,)};
+    names: (I,) file names. Ids follow build_annotations_file.py: image id = index + 1, category
+    id = label + 1. Ignore regions become ``iscrowd`` boxes of their class, one per class for a
+    region that ignores every class.
+    """
+    num_classes = len(class_names)
+    gt = flatten_ground_truths(ground_truths)
+    regions, region_labels, region_images = ignore_regions_per_class(gt, num_classes)
+    boxes = np.concatenate([gt.boxes, regions]).astype(np.float64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    is_crowd = np.r_[np.zeros(len(gt.boxes), np.int64), np.ones(len(regions), np.int64)]
+    annotations = [
+        {"id": n + 1, "image_id": image + 1, "category_id": label + 1, "bbox": box, "area": box[2] * box[3],
+         "iscrowd": crowd}
+        for n, (image, label, box, crowd) in enumerate(zip(
+            np.r_[gt.images, region_images].tolist(),
+            np.r_[gt.labels, region_labels].tolist(),
+            xywh.tolist(),
+            is_crowd.tolist(),
+        ))
+    ]
+    return {
+        "images": [{"id": index + 1, "file_name": name} for index, name in enumerate(names)],
+        "annotations": annotations,
+        "categories": [{"id": label + 1, "name": name} for label, name in enumerate(class_names)],
+    }
+
+
+def crowdhuman_classes(class_names: Sequence[str], ground_truths: Sequence[dict]) -> "dict[str, int]":
+    """{name: label} of the CrowdHuman classes (person, head) that have ground-truth boxes."""
+    labels = np.concatenate([np.asarray(gt["labels"]).reshape(-1) for gt in ground_truths] or [np.zeros(0)])
+    return {
+        name: class_names.index(name)
+        for name in (BODY_CLASS, HEAD_CLASS)
+        if name in class_names and (labels == class_names.index(name)).any()
+    }
+
+
+def _with_ground_truth(voc_result: dict) -> dict:
+    """voc_result restricted to the classes with annotations (all of them when none has any)."""
+    per_class = {label: r for label, r in voc_result["per_class"].items() if r["num_annotations"] > 0}
+    return dict(voc_result, per_class=per_class or voc_result["per_class"])
+
+
+def evaluate_and_report(
+    detections: Sequence[dict],
+    dataset: DetectionDataset,
+    names: Sequence[str],
+    output_dir: str,
+    *,
+    iou_threshold: float,
+    score_threshold: float,
+    crowdhuman: bool,
+    coco_gt: Union[str, os.PathLike, dict, None],
+    coco_image_ids: Sequence[int],
+    coco_category_ids: Sequence[int],
+    save_detections: bool,
+    settings: Optional[Mapping[str, object]] = None,
+) -> dict:
+    """Score ``detections`` against ``dataset``, write the outputs (module docstring), print the summary.
+
+    detections: per dataset index {boxes (D, 4) x1y1x2y2 original pixels, scores (D,), labels (D,)};
+    dataset: a DetectionDataset (annotations(i), image_size(i), class_names); names: (I,) image
+    names for detections.jsonl and the COCO ground truth. crowdhuman: compute AP / MR^-2 / JI for
+    person and head (those with ground truth). coco_gt: COCO annotation file or dict to score the
+    COCO results against, None to skip COCO AP; coco_image_ids (I,), coco_category_ids (K,): the ids
+    of the COCO results. Returns the metrics.json document.
+    """
+    class_names = list(dataset.class_names)
+    ground_truths = dataset_ground_truths(dataset)
+    voc_all = evaluate_voc(
+        detections, ground_truths, len(class_names), iou_threshold, score_threshold=-np.inf
+    )
+    voc_result = voc_at_score_threshold(voc_all, score_threshold)
+
+    crowdhuman_results = {}
+    classes = crowdhuman_classes(class_names, ground_truths) if crowdhuman else {}
+    if classes:
+        indices = tqdm(range(len(dataset)), desc="image sizes", unit="image")
+        sizes = [dataset.image_size(index) for index in indices]
+        crowdhuman_results = {
+            name: evaluate_crowdhuman(detections, ground_truths, label, sizes, CROWDHUMAN_SCORE_THRESHOLD)
+            for name, label in classes.items()
+        }
+
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    if save_detections:
+        path = os.path.join(output_dir, "detections.jsonl")
+        write_detections_jsonl(path, detections, names, class_names)
+        written.append(path)
+    results = detections_to_coco_results(detections, coco_image_ids, coco_category_ids)
+    written.append(str(write_coco_results(os.path.join(output_dir, "coco_results.json"), results)))
+    coco_result = evaluate_coco(coco_gt, results) if coco_gt is not None else None
+
+    shown = _with_ground_truth(voc_result)
+    # plot_pr_curves cannot draw an empty curve; a class without detections has AP 0 in the table.
+    plotted = {label: r for label, r in shown["per_class"].items() if len(r["recall_curve"])}
+    plots = plot_pr_curves(dict(shown, per_class=plotted), class_names, output_dir)
+    settings = {"voc_ap_detections": "all; precision and recall at score_threshold", **(settings or {})}
+    metrics = build_metrics_json(voc_result, class_names, crowdhuman_results or None, coco_result, settings)
+    metrics_path = os.path.join(output_dir, "metrics.json")
+    write_json(metrics_path, metrics)
+    written.append(metrics_path)
+
+    print(format_summary(shown, class_names, crowdhuman_results or None, coco_result))
+    hidden = len(voc_result["per_class"]) - len(shown["per_class"])
+    if hidden:
+        print(f"({hidden} classes without ground truth not shown; metrics.json lists every class)")
+    without_boxes = [name for name in (BODY_CLASS, HEAD_CLASS) if name in class_names and name not in classes]
+    if crowdhuman and without_boxes:
+        print(f"CrowdHuman protocol skipped for {' and '.join(without_boxes)}: no ground-truth boxes")
+    print(f"wrote {', '.join(written)} and {len(plots)} PR curve(s) in {output_dir}")
+    return metrics
