@@ -1,4 +1,4 @@
-"""Train or fine-tune RetinaNet on CSV or COCO data, on one process or many (torchrun).
+r"""Train or fine-tune RetinaNet on CSV or COCO data, on one process or many (torchrun).
 
 Usage:
     python train.py --dataset csv --csv_classes class_names/crowdhuman.csv \
