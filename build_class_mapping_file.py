@@ -1,4 +1,4 @@
-"""Build a class-list csv (``name,id``) from a txt file with one class name per line.
+r"""Build a class-list csv (``name,id``) from a txt file with one class name per line.
 
 Usage:
     python build_class_mapping_file.py --class_names_txt ./class_names/coco_names_with_head.txt \

@@ -1,4 +1,4 @@
-"""Write a small synthetic CrowdHuman (drawn people, CrowdHuman's folders and odgt format).
+r"""Write a small synthetic CrowdHuman (drawn people, CrowdHuman's folders and odgt format).
 
 Usage:
     python tools/make_synthetic_crowdhuman.py --output_dir data/synthetic_crowdhuman \

@@ -1,0 +1,245 @@
+r"""Detect people (or any trained classes) in images, folders, globs and videos.
+
+Usage:
+    python detect.py --model_path weights/crowdhuman_resnet50.pt --classes class_names/crowdhuman.csv \
+        --input photos/ --output_dir detect_results
+    python detect.py --model_path weights/model.pt --input "data/**/*.jpg" --no_images
+    python detect.py --model_path weights/model.pt --input street.mp4 --classes_to_show head
+
+Writes into --output_dir:
+    detections.jsonl  one JSON record per image ({"file", "height", "width", ...}) or video frame
+                      ({"frame", "time_s", ...}) with "boxes" ([[x1, y1, x2, y2], ...] original pixels),
+                      "scores", "labels" (class indices) and "classes" (class names)
+    summary.json      counts, throughput (images/s or frames/s), unreadable files, settings
+    annotated images  under the same relative paths as the inputs (not with --no_images), or
+    <video name>.mp4 / .avi  the annotated video
+Unreadable files in a folder or glob are reported, skipped and counted; a single unreadable input is an error.
+"""
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retinanet.checkpoint import load_model
+from retinanet.cli import add_device_argument, resolve_device, run_cli
+from retinanet.data import Transform, read_class_list, read_image, read_image_size
+from retinanet.engine import run_inference
+from retinanet.errors import UserError
+from retinanet.image_sources import InputSpec, VideoInfo, make_batches, read_frames, resolve_input
+from retinanet.io_utils import atomic_open, write_json
+from retinanet.visualization import class_colours, draw_detections, select_detections, write_image
+
+# Codecs every OpenCV build writes without extra libraries: MPEG-4 part 2 in .mp4, Motion-JPEG in .avi.
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_path", "--model", dest="model_path", required=True,
+                        help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet "
+                             "weights")
+    parser.add_argument("--classes", default=None,
+                        help="class list csv (name,id); default: the names stored in the checkpoint")
+    parser.add_argument("--input", required=True,
+                        help="an image, a folder of images, a quoted glob (e.g. 'data/**/*.jpg') or a "
+                             "video file")
+    parser.add_argument("--output_dir", default="./detect_results",
+                        help="where outputs go (default: %(default)s)")
+    parser.add_argument("--score_threshold", type=float, default=0.5,
+                        help="keep detections scoring at least this (default: %(default)s)")
+    parser.add_argument("--classes_to_show", nargs="+", default=None, metavar="CLASS",
+                        help="only these class names, in the images and in detections.jsonl (default: all)")
+    parser.add_argument("--batch_size", type=int, default=4,
+                        help="images or frames per batch (default: %(default)s)")
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="image decoding processes; a video uses at most one (default: %(default)s)")
+    parser.add_argument("--min_side", type=int, default=608,
+                        help="resize the short side to this many pixels (default: %(default)s)")
+    parser.add_argument("--max_side", type=int, default=1024,
+                        help="unless the long side would exceed this (default: %(default)s)")
+    parser.add_argument("--no_images", action="store_true",
+                        help="write detections.jsonl and summary.json only, no annotated images or video")
+    add_device_argument(parser)
+    return parser
+
+
+def class_indices(names: Optional[Sequence[str]], class_names: Sequence[str]) -> Optional[List[int]]:
+    """--classes_to_show names -> class indices; an unknown name is a UserError listing the known ones."""
+    if names is None:
+        return None
+    unknown = [name for name in names if name not in class_names]
+    if unknown:
+        raise UserError(f"--classes_to_show: unknown class {unknown[0]!r}; the model's classes are "
+                        f"{', '.join(class_names)}")
+    return [class_names.index(name) for name in names]
+
+
+def detection_record(detections: Dict[str, np.ndarray], class_names: Sequence[str]) -> dict:
+    """The JSON fields of one image's detections; boxes rounded to 0.01 px, scores to 1e-4."""
+    return {
+        "boxes": np.round(detections["boxes"].astype(np.float64), 2).tolist(),
+        "scores": np.round(detections["scores"].astype(np.float64), 4).tolist(),
+        "labels": detections["labels"].astype(int).tolist(),
+        "classes": [class_names[label] for label in detections["labels"].tolist()],
+    }
+
+
+def output_image_path(path: str, spec: InputSpec, output_dir: str) -> str:
+    """Annotated copy of ``path`` under ``output_dir``, at its path relative to the input root."""
+    target = os.path.join(output_dir, os.path.relpath(os.path.abspath(path), spec.root))
+    if os.path.abspath(target) == os.path.abspath(path):
+        raise UserError(f"{path}: writing its annotated copy would overwrite it; choose another --output_dir")
+    return target
+
+
+def output_video_path(path: str, output_dir: str) -> str:
+    stem, extension = os.path.splitext(os.path.basename(path))
+    extension = extension.lower() if extension.lower() in VIDEO_CODECS else ".mp4"
+    target = os.path.join(output_dir, stem + extension)
+    if os.path.abspath(target) == os.path.abspath(path):
+        raise UserError(f"{path}: writing the annotated video would overwrite it; "
+                        "choose another --output_dir")
+    return target
+
+
+def write_annotated_images(spec: InputSpec, kept: Dict[int, Dict[str, np.ndarray]],
+                           class_names: Sequence[str], output_dir: str) -> int:
+    """Decode each image again, draw its detections and write it; returns images written.
+
+    Threads overlap OpenCV's decoding and encoding, which release the GIL.
+    """
+    colours = class_colours(len(class_names))
+
+    def annotate(index: int) -> None:
+        path = spec.paths[index]
+        image = draw_detections(read_image(path), kept[index], class_names, colours)
+        write_image(output_image_path(path, spec, output_dir), image)
+
+    with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 1))) as pool:
+        for _ in tqdm(pool.map(annotate, sorted(kept)), total=len(kept), desc="drawing", unit="image",
+                      dynamic_ncols=True):
+            pass
+    return len(kept)
+
+
+def write_annotated_video(path: str, info: VideoInfo, kept: List[Dict[str, np.ndarray]],
+                          class_names: Sequence[str], target: str) -> int:
+    """Decode the video again and write its frames with their detections drawn; returns frames written.
+
+    The file is written under a temporary name with the same extension (OpenCV picks the container
+    from it) and renamed when complete.
+    """
+    colours = class_colours(len(class_names))
+    extension = os.path.splitext(target)[1]
+    temporary = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.partial{extension}")
+    fps = info.fps if info.fps > 0 else 25.0
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]), fps,
+                             (info.width, info.height))
+    if not writer.isOpened():
+        raise UserError(f"{target}: OpenCV cannot write {extension} video "
+                        f"with codec {VIDEO_CODECS[extension]}")
+    written = 0
+    try:
+        frames = zip(read_frames(path), kept)
+        for frame, detections in tqdm(frames, total=len(kept), desc="drawing", unit="frame",
+                                      dynamic_ncols=True):
+            annotated = draw_detections(frame, detections, class_names, colours)
+            writer.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+            written += 1
+        writer.release()
+        os.replace(temporary, target)
+    except BaseException:
+        writer.release()
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return written
+
+
+def main(args: argparse.Namespace) -> dict:
+    start = time.perf_counter()
+    spec = resolve_input(args.input)
+    device = resolve_device(args.device)
+    class_names = read_class_list(args.classes) if args.classes else None
+    model, class_names = load_model(args.model_path, class_names=class_names,
+                                    score_threshold=args.score_threshold)
+    model = model.to(device, memory_format=torch.channels_last)
+    shown = class_indices(args.classes_to_show, class_names)
+    # Output names are checked before the long part: an input must never be overwritten.
+    if not args.no_images:
+        if spec.kind == "video":
+            output_video_path(spec.paths[0], args.output_dir)
+        else:
+            for path in spec.paths:
+                output_image_path(path, spec, args.output_dir)
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    batches, video = make_batches(spec, Transform(args.min_side, args.max_side), args.batch_size,
+                                  args.num_workers, on_error=tqdm.write)
+    if spec.not_images:
+        print(f"{len(spec.not_images)} files without an image extension were not read "
+              f"(e.g. {spec.not_images[0]}; all listed in summary.json)")
+    result = run_inference(model, batches, device, description="detect")
+    skipped = {error["index"] for error in batches.errors}
+    kept = {index: select_detections(detections, args.score_threshold, shown)
+            for index, detections in enumerate(result["detections"]) if index not in skipped}
+    if not kept:
+        raise UserError(f"{args.input}: none of the {len(spec.paths)} images could be read")
+
+    records_path = os.path.join(args.output_dir, "detections.jsonl")
+    with atomic_open(records_path, "w", encoding="utf-8") as handle:
+        for index, detections in kept.items():
+            if video is None:
+                height, width = read_image_size(spec.paths[index])
+                where = {"file": spec.paths[index], "height": height, "width": width}
+            else:
+                where = {"frame": index, "time_s": round(index / video.fps, 4) if video.fps > 0 else None}
+            handle.write(json.dumps({**where, **detection_record(detections, class_names)}) + "\n")
+
+    outputs, annotated = [records_path], 0
+    if not args.no_images:
+        if video is None:
+            annotated = write_annotated_images(spec, kept, class_names, args.output_dir)
+            outputs.append(f"{annotated} annotated images in {args.output_dir}")
+        else:
+            target = output_video_path(spec.paths[0], args.output_dir)
+            annotated = write_annotated_video(spec.paths[0], video, [kept[i] for i in sorted(kept)],
+                                              class_names, target)
+            outputs.append(f"{target} ({annotated} frames)")
+
+    unit = "frames" if video is not None else "images"
+    summary = {
+        "input": args.input,
+        "kind": spec.kind,
+        unit: len(kept),
+        f"{unit}_per_second": round(result["images_per_second"], 3),
+        "detections": int(sum(len(d["scores"]) for d in kept.values())),
+        "annotated": annotated,
+        "unreadable": batches.errors,
+        "not_images": spec.not_images,
+        "model_path": args.model_path,
+        "classes": list(class_names),
+        "classes_to_show": args.classes_to_show,
+        "score_threshold": args.score_threshold,
+        "device": str(device),
+        "wall_seconds": round(time.perf_counter() - start, 3),
+    }
+    write_json(os.path.join(args.output_dir, "summary.json"), summary)
+    skipped_note = f", {len(batches.errors)} unreadable files skipped" if video is None else ""
+    print(f"detect: {len(kept)} {unit}, {summary[f'{unit}_per_second']:.2f} {unit}/s (inference), "
+          f"{summary['detections']} detections >= {args.score_threshold}{skipped_note}; "
+          f"wrote {', '.join(outputs)}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())

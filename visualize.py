@@ -1,0 +1,137 @@
+r"""Draw ground truth and detections side by side for the first images of a CSV or COCO set.
+
+Usage:
+    python visualize.py --dataset csv --csv_classes ./class_names/crowdhuman.csv \
+        --csv_val ./data/CrowdHuman/valid_annotations.csv --model_path weights/crowdhuman_resnet50.pt
+    python visualize.py --dataset coco --coco_path ./data/COCO2017 \
+        --model ./weights/coco_resnet_50_map_0_335_state_dict.pt
+
+Writes one picture per image, ``<output_dir>/<index>_<image name>.jpg``: the ground truth on the
+left (boxes coloured by class, ignore regions hatched inside a dashed border), the detections
+scoring at least --score_threshold on the right (``class score`` captions). Headless by default;
+--show also opens each picture in a window when a display is available.
+"""
+import argparse
+import os
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from retinanet.checkpoint import load_model
+from retinanet.cli import add_device_argument, resolve_device, run_cli
+from retinanet.data import CocoDataset, CSVDataset, Transform, collate_batch, read_class_list, read_image
+from retinanet.engine import run_inference
+from retinanet.errors import UserError
+from retinanet.visualization import (
+    class_colours,
+    display_available,
+    draw_annotation,
+    draw_detections,
+    select_detections,
+    show_image,
+    side_by_side,
+    write_image,
+)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["csv", "coco"], required=True,
+                        help="annotation format: csv (--csv_classes, --csv_val) or coco (--coco_path)")
+    parser.add_argument("--coco_path", help="COCO root with annotations/ and images/ (or <set_name>/)")
+    parser.add_argument("--set_name", default="val2017", help="COCO set to draw (default: %(default)s)")
+    parser.add_argument("--csv_classes", help="class list csv (name,id) for --dataset csv")
+    parser.add_argument("--csv_val", help="annotation csv of the images to draw, for --dataset csv")
+    parser.add_argument("--annotation_delimiter", default=",",
+                        help="field separator of --csv_val; ' ' reads the CrowdHuman fork's files "
+                             "(default: ',')")
+    parser.add_argument("--model_path", "--model", dest="model_path", required=True,
+                        help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet "
+                             "weights")
+    parser.add_argument("--num_images", type=int, default=10,
+                        help="draw the first this many images of the set (default: %(default)s)")
+    parser.add_argument("--output_dir", default="./vis_results",
+                        help="where pictures go (default: %(default)s)")
+    parser.add_argument("--score_threshold", type=float, default=0.5,
+                        help="draw detections scoring at least this (default: %(default)s)")
+    parser.add_argument("--show", action="store_true",
+                        help="also show each picture in a window (needs a display; files are written anyway)")
+    parser.add_argument("--batch_size", type=int, default=4,
+                        help="images per inference batch (default: %(default)s)")
+    parser.add_argument("--num_workers", type=int, default=2,
+                        help="image decoding processes (default: %(default)s)")
+    parser.add_argument("--min_side", type=int, default=608,
+                        help="resize the short side to this many pixels (default: %(default)s)")
+    parser.add_argument("--max_side", type=int, default=1024,
+                        help="unless the long side would exceed this (default: %(default)s)")
+    add_device_argument(parser)
+    return parser
+
+
+def build_dataset(args: argparse.Namespace):
+    transform = Transform(args.min_side, args.max_side)
+    if args.dataset == "csv":
+        if not args.csv_classes or not args.csv_val:
+            raise UserError("--dataset csv needs --csv_classes and --csv_val")
+        return CSVDataset(args.csv_val, read_class_list(args.csv_classes), transform,
+                          args.annotation_delimiter)
+    if not args.coco_path:
+        raise UserError("--dataset coco needs --coco_path")
+    return CocoDataset(args.coco_path, args.set_name, transform)
+
+
+def picture_name(index: int, image_path: str) -> str:
+    """``0003_273271,1a0d6000.jpg``: the index keeps pictures in set order, the stem names the image."""
+    return f"{index:04d}_{os.path.splitext(os.path.basename(image_path))[0]}.jpg"
+
+
+def main(args: argparse.Namespace) -> dict:
+    if args.num_images < 1:
+        raise UserError(f"--num_images must be at least 1, got {args.num_images}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        raise UserError(f"--num_workers must be 0 or more, got {args.num_workers}")
+    dataset = build_dataset(args)
+    device = resolve_device(args.device)
+    model, class_names = load_model(args.model_path, class_names=dataset.class_names,
+                                    score_threshold=args.score_threshold)
+    model = model.to(device, memory_format=torch.channels_last)
+
+    count = min(args.num_images, len(dataset))
+    loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, shuffle=False,
+                        num_workers=args.num_workers, collate_fn=collate_batch)
+    result = run_inference(model, loader, device, num_images=count, description="visualize")
+
+    show = args.show and display_available()
+    if args.show and not show:
+        print("--show: no display available; pictures are only written to files")
+    colours = class_colours(len(class_names))
+    written, drawn = [], 0
+    for index in tqdm(range(count), desc="drawing", unit="image", dynamic_ncols=True):
+        image_path = dataset.image_path(index)
+        image = read_image(image_path)
+        annotation = dataset.annotations(index)
+        detections = select_detections(result["detections"][index], args.score_threshold)
+        picture = side_by_side(
+            draw_annotation(image, annotation, class_names, colours),
+            draw_detections(image, detections, class_names, colours),
+            f"ground truth ({len(annotation['boxes'])})",
+            f"detections >= {args.score_threshold:g} ({len(detections['scores'])})",
+        )
+        path = os.path.join(args.output_dir, picture_name(index, image_path))
+        write_image(path, picture)
+        written.append(path)
+        drawn += len(detections["scores"])
+        if show and not show_image(picture, os.path.basename(path)):
+            print("--show: no interactive matplotlib backend; pictures are only written to files")
+            show = False
+    print(f"visualize: {count} images, {drawn} detections >= {args.score_threshold:g}, "
+          f"{result['images_per_second']:.2f} images/s (inference); pictures in {args.output_dir}")
+    return {"pictures": written, "detections": drawn}
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())
