@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import add_device_argument, resolve_device, run_cli
+from retinanet.cli import add_inference_arguments, check_inference_arguments, resolve_device, run_cli
 from retinanet.data import Transform, read_class_list, read_image, read_image_size
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
@@ -57,17 +57,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="keep detections scoring at least this (default: %(default)s)")
     parser.add_argument("--classes_to_show", nargs="+", default=None, metavar="CLASS",
                         help="only these class names, in the images and in detections.jsonl (default: all)")
-    parser.add_argument("--batch_size", type=int, default=4,
-                        help="images or frames per batch (default: %(default)s)")
-    parser.add_argument("--num_workers", type=int, default=2,
-                        help="image decoding processes; a video uses at most one (default: %(default)s)")
-    parser.add_argument("--min_side", type=int, default=608,
-                        help="resize the short side to this many pixels (default: %(default)s)")
-    parser.add_argument("--max_side", type=int, default=1024,
-                        help="unless the long side would exceed this (default: %(default)s)")
+    add_inference_arguments(parser, batch_help="images or frames per batch")
     parser.add_argument("--no_images", action="store_true",
                         help="write detections.jsonl and summary.json only, no annotated images or video")
-    add_device_argument(parser)
     return parser
 
 
@@ -167,6 +159,7 @@ def write_annotated_video(path: str, info: VideoInfo, kept: List[Dict[str, np.nd
 
 def main(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
+    check_inference_arguments(args)
     spec = resolve_input(args.input)
     device = resolve_device(args.device)
     class_names = read_class_list(args.classes) if args.classes else None
@@ -184,7 +177,7 @@ def main(args: argparse.Namespace) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
 
     batches, video = make_batches(spec, Transform(args.min_side, args.max_side), args.batch_size,
-                                  args.num_workers, on_error=tqdm.write)
+                                  args.workers, on_error=tqdm.write)
     if spec.not_images:
         print(f"{len(spec.not_images)} files without an image extension were not read "
               f"(e.g. {spec.not_images[0]}; all listed in summary.json)")

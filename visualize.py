@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import add_device_argument, resolve_device, run_cli
+from retinanet.cli import add_inference_arguments, check_inference_arguments, resolve_device, run_cli
 from retinanet.data import CocoDataset, CSVDataset, Transform, collate_batch, read_class_list, read_image
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
@@ -58,15 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="draw detections scoring at least this (default: %(default)s)")
     parser.add_argument("--show", action="store_true",
                         help="also show each picture in a window (needs a display; files are written anyway)")
-    parser.add_argument("--batch_size", type=int, default=4,
-                        help="images per inference batch (default: %(default)s)")
-    parser.add_argument("--num_workers", type=int, default=2,
-                        help="image decoding processes (default: %(default)s)")
-    parser.add_argument("--min_side", type=int, default=608,
-                        help="resize the short side to this many pixels (default: %(default)s)")
-    parser.add_argument("--max_side", type=int, default=1024,
-                        help="unless the long side would exceed this (default: %(default)s)")
-    add_device_argument(parser)
+    add_inference_arguments(parser)
     return parser
 
 
@@ -90,10 +82,7 @@ def picture_name(index: int, image_path: str) -> str:
 def main(args: argparse.Namespace) -> dict:
     if args.num_images < 1:
         raise UserError(f"--num_images must be at least 1, got {args.num_images}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-    if args.num_workers < 0:
-        raise UserError(f"--num_workers must be 0 or more, got {args.num_workers}")
+    check_inference_arguments(args)
     dataset = build_dataset(args)
     device = resolve_device(args.device)
     model, class_names = load_model(args.model_path, class_names=dataset.class_names,
@@ -102,7 +91,7 @@ def main(args: argparse.Namespace) -> dict:
 
     count = min(args.num_images, len(dataset))
     loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, shuffle=False,
-                        num_workers=args.num_workers, collate_fn=collate_batch)
+                        num_workers=args.workers, collate_fn=collate_batch)
     result = run_inference(model, loader, device, num_images=count, description="visualize")
 
     show = args.show and display_available()

@@ -45,6 +45,27 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_inference_arguments(parser, batch_help: str = "images per inference batch") -> None:
+    """Flags every script that runs the model shares: batching, loader processes, resize, device."""
+    parser.add_argument("--batch_size", type=int, default=4, help=f"{batch_help} (default: %(default)s)")
+    parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=2,
+                        help="image decoding processes (default: %(default)s)")
+    parser.add_argument("--min_side", type=int, default=608,
+                        help="resize the short image side to this (default: %(default)s)")
+    parser.add_argument("--max_side", type=int, default=1024,
+                        help="cap on the long image side after resizing (default: %(default)s)")
+    add_device_argument(parser)
+
+
+def check_inference_arguments(args) -> None:
+    """One-line errors for impossible values of the ``add_inference_arguments`` flags."""
+    for flag in ("batch_size", "min_side", "max_side"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+
+
 def resolve_device(name: "str | None"):
     """``--device`` value -> ``torch.device``; a CUDA device without CUDA is a UserError."""
     import torch

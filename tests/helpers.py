@@ -8,21 +8,46 @@ import torch
 from retinanet.checkpoint import CHECKPOINT_FORMAT
 from retinanet.model import RetinaNet
 
-# (class, box) per image: squares of "a" (white) and discs of "b" (red) on a dark, noisy background.
+
+def tiny_layout(num_images=8, size=(128, 160), seed=0):
+    """Per image a list of (class, (x1, y1, x2, y2)): 4-6 objects of 34-40 px, one per cell of a 3x4 grid."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    cell_h, cell_w = height // 3, width // 4
+    layout = []
+    for _ in range(num_images):
+        cells = rng.permutation(12)[: rng.integers(4, 7)]
+        objects = []
+        for cell in cells:
+            row, column = divmod(int(cell), 4)
+            side = int(rng.integers(34, 41))
+            x1 = column * cell_w + int(rng.integers(0, cell_w - side + 1))
+            y1 = row * cell_h + int(rng.integers(0, cell_h - side + 1))
+            objects.append(("a" if rng.random() < 0.5 else "b", (x1, y1, x1 + side, y1 + side)))
+        layout.append(objects)
+    return layout
+
+
+# (class, box) per 96x128 image: few objects, for tests that check outputs box by box.
 TINY_IMAGES = [
     [("a", (10, 12, 50, 52)), ("b", (70, 30, 116, 76))],
     [("b", (8, 40, 48, 80))],
     [("a", (60, 8, 104, 52)), ("a", (12, 50, 48, 86))],
     [("b", (40, 20, 84, 64))],
 ]
+# Eight 128x160 images with 4-6 objects each: enough signal for a model to learn in a few dozen steps.
+DENSE_IMAGES = tiny_layout()
 
 
-def write_tiny_csv_dataset(folder, size=(96, 128), seed=0):
-    """Four 96x128 JPEGs with drawn objects; returns (annotations csv, classes csv, boxes per image)."""
+def write_tiny_csv_dataset(folder, size=(96, 128), seed=0, images=None):
+    """JPEGs with drawn objects: class "a" white squares, class "b" red discs, on a dark noisy background.
+
+    Returns (annotations csv, classes csv); the boxes are ``images`` (default ``TINY_IMAGES``).
+    """
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     lines = []
-    for index, objects in enumerate(TINY_IMAGES):
+    for index, objects in enumerate(TINY_IMAGES if images is None else images):
         image = rng.integers(0, 60, size=(*size, 3), dtype=np.uint8)
         for name, (x1, y1, x2, y2) in objects:
             if name == "a":

@@ -58,7 +58,7 @@ def folder(tmp_path):
 def run_detect(checkpoint, input_path, output_dir, *extra):
     args = detect.get_args_parser().parse_args([
         "--model_path", checkpoint, "--input", str(input_path), "--output_dir", str(output_dir),
-        "--min_side", "64", "--max_side", "96", "--num_workers", "0", "--device", "cpu",
+        "--min_side", "64", "--max_side", "96", "--workers", "0", "--device", "cpu",
         "--score_threshold", "0.3", *extra,
     ])
     return detect.main(args)
@@ -146,7 +146,7 @@ def test_video_records_every_frame_in_order(checkpoint, tmp_path):
         writer.write(noise_image(frame_index))
     writer.release()
     out = tmp_path / "out"
-    summary = run_detect(checkpoint, video, out, "--batch_size", "3", "--num_workers", "1")
+    summary = run_detect(checkpoint, video, out, "--batch_size", "3", "--workers", "1")
     assert summary["kind"] == "video" and summary["frames"] == summary["annotated"] == 7
     assert summary["frames_per_second"] > 0
     records = read_records(out)

@@ -127,7 +127,7 @@ def run_visualize(annotations, checkpoint, output_dir, *extra):
     args = visualize.get_args_parser().parse_args([
         "--dataset", "csv", "--csv_classes", CLASSES_CSV, "--csv_val", annotations,
         "--model_path", checkpoint,
-        "--output_dir", str(output_dir), "--min_side", "128", "--max_side", "160", "--num_workers", "0",
+        "--output_dir", str(output_dir), "--min_side", "128", "--max_side", "160", "--workers", "0",
         "--device", "cpu", *extra,
     ])
     return visualize.main(args)

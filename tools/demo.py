@@ -18,9 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="demo_output", help="where everything goes (default demo_output)")
-    parser.add_argument("--num_train", type=int, default=300, help="synthetic training images (default 300)")
-    parser.add_argument("--num_val", type=int, default=60, help="synthetic validation images (default 60)")
-    parser.add_argument("--epochs", type=int, default=14, help="training epochs (default 14)")
+    parser.add_argument("--num_train", type=int, default=250, help="synthetic training images (default 250)")
+    parser.add_argument("--num_val", type=int, default=50, help="synthetic validation images (default 50)")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     parser.add_argument("--device", default="cpu", help="torch device for training and inference (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     return parser

@@ -22,7 +22,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
-from retinanet.cli import add_device_argument
+from retinanet.cli import add_inference_arguments, check_inference_arguments
 from retinanet.data.crowdhuman import BODY_CLASS, HEAD_CLASS
 from retinanet.data.dataset import DetectionDataset
 from retinanet.errors import UserError
@@ -51,16 +51,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                             "pytorch-retinanet weights")
     group.add_argument("--depth", type=int, choices=sorted(RESNET_DEPTHS),
                        help="ResNet depth; checked against the checkpoint (default: read from it)")
-    group.add_argument("--batch_size", type=int, default=4,
-                       help="images per inference batch (default: %(default)s)")
-    group.add_argument("--workers", type=int, default=2,
-                       help="image decoding processes (default: %(default)s)")
-    add_device_argument(group)
+    add_inference_arguments(group)
     group.add_argument("--amp", action="store_true", help="mixed-precision inference (CUDA: fp16, CPU: bf16)")
-    group.add_argument("--min_side", type=int, default=608,
-                       help="resize the short image side to this (default: %(default)s)")
-    group.add_argument("--max_side", type=int, default=1024,
-                       help="cap on the long image side after resizing (default: %(default)s)")
     group.add_argument("--detections",
                        help="evaluate saved detections instead of running a model: our detections.jsonl or "
                             "CrowdHuman's official result format (JSON lines with ID and dtboxes)")
@@ -80,11 +72,7 @@ def check_common_args(args: argparse.Namespace) -> None:
         raise UserError("--untagged_class only applies to --detections files")
     if args.detections and (args.depth is not None or args.max_detections is not None or args.amp):
         raise UserError("--depth, --max_detections and --amp only apply when a model runs (--model_path)")
-    for flag in ("batch_size", "min_side", "max_side"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    check_inference_arguments(args)
     if args.max_detections is not None and args.max_detections < 1:
         raise UserError(f"--max_detections must be at least 1, got {args.max_detections}")
     if not 0.0 < args.iou_threshold <= 1.0:
