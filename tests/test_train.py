@@ -105,12 +105,13 @@ def test_fine_tune_from_module_prefixed_coco_checkpoint(tiny_data, tmp_path, cap
     lines = open(tiny_data[0]).read().replace(",a\n", ",person\n").replace(",b\n", ",head\n")
     annotations.write_text(lines)
     args = args_for((str(annotations), str(classes)), tmp_path / "out", "--epochs", "1", "--batch_size", "4",
-                    "--model_path", str(path), "--start_epoch", "0")
+                    "--model_path", str(path), "--start_epoch", "0", "--amp")  # bf16 autocast on the CPU
     model = train_script.main(args)["model"]
     output = capsys.readouterr().out
     assert "copied by name for 1 classes" in output and "initialised from the prior: head" in output
     assert "backbone BatchNorm frozen" in output
     assert model.classificationModel.output.weight.shape[0] == 9 * 2
+    assert (tmp_path / "out" / "last.pt").exists()
 
 
 def test_nan_loss_is_skipped_then_stops_with_last_checkpoint_intact(tiny_data, tmp_path, monkeypatch):
