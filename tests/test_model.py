@@ -115,3 +115,25 @@ def test_postprocessing_equals_per_class_reference_with_wide_limits():
            for s, lab, box in zip(ours["scores"], ours["labels"], ours["boxes"])]
     assert sorted(got) == sorted(expected)
     assert len(got) > 20
+
+
+def test_imagenet_backbone_weights_from_a_file_or_a_clear_error(tmp_path, monkeypatch):
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    from retinanet.errors import UserError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+    expected = r"download https://\S+/resnet18-\w+\.pth to .*empty_cache.* --backbone_weights"
+    with pytest.raises(UserError, match=expected):
+        build_retinanet(2, depth=18, pretrained=True)
+
+    imagenet = torchvision_resnet18()
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(imagenet.state_dict(), path)
+    model = build_retinanet(2, depth=18, backbone_weights=str(path), feature_size=16)
+    assert torch.equal(model.layer4[1].conv2.weight, imagenet.layer4[1].conv2.weight)
+    assert torch.equal(model.bn1.running_var, imagenet.bn1.running_var)
+
+    torch.save(torchvision_resnet18(num_classes=5).state_dict() | {"extra.weight": torch.zeros(1)}, path)
+    with pytest.raises(UserError, match="not ImageNet ResNet-18 weights"):
+        build_retinanet(2, depth=18, backbone_weights=str(path), feature_size=16)
