@@ -25,7 +25,7 @@ def plot_training_curves(history: Sequence[dict], path: str) -> str:
         map_axes.plot([r["epoch"] for r in with_map], [r["map"] for r in with_map], marker="o", label="mAP")
         for name in with_map[-1].get("ap", {}):
             map_axes.plot([r["epoch"] for r in with_map], [r["ap"].get(name, 0.0) for r in with_map],
-                          "--", label=f"AP {name}")
+                          "--", marker=".", label=f"AP {name}")
         map_axes.set(xlabel="epoch", ylabel="AP@0.5", title="validation", ylim=(0, 1))
         map_axes.grid(alpha=0.3)
         map_axes.legend()
