@@ -28,7 +28,14 @@ import torch
 from tqdm import tqdm
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import add_inference_arguments, check_inference_arguments, resolve_device, run_cli
+from retinanet.cli import (
+    add_checkpoint_argument,
+    add_class_list_argument,
+    add_inference_arguments,
+    check_inference_arguments,
+    resolve_device,
+    run_cli,
+)
 from retinanet.data import Transform, read_class_list, read_image, read_image_size
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
@@ -43,11 +50,8 @@ VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", "--model", dest="model_path", required=True,
-                        help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet "
-                             "weights")
-    parser.add_argument("--classes", default=None,
-                        help="class list csv (name,id); default: the names stored in the checkpoint")
+    add_checkpoint_argument(parser)
+    add_class_list_argument(parser)
     parser.add_argument("--input", required=True,
                         help="an image, a folder of images, a quoted glob (e.g. 'data/**/*.jpg') or a "
                              "video file")

@@ -17,7 +17,7 @@ import argparse
 import os
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import run_cli
+from retinanet.cli import add_checkpoint_argument, add_class_list_argument, run_cli
 from retinanet.data import read_class_list
 from retinanet.errors import UserError
 from retinanet.export import (
@@ -37,11 +37,8 @@ from retinanet.export import (
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_path", "--model", dest="model_path", required=True,
-                        help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet "
-                             "weights")
-    parser.add_argument("--classes", default=None,
-                        help="class list csv (name,id); default: the names stored in the checkpoint")
+    add_checkpoint_argument(parser)
+    add_class_list_argument(parser)
     parser.add_argument("--output", default=None,
                         help="ONNX file to write (default: the checkpoint path with .onnx)")
     parser.add_argument("--torchscript", default=None, metavar="PATH",

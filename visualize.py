@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import add_inference_arguments, check_inference_arguments, resolve_device, run_cli
+from retinanet.cli import (
+    add_checkpoint_argument,
+    add_inference_arguments,
+    check_inference_arguments,
+    resolve_device,
+    run_cli,
+)
 from retinanet.data import CocoDataset, CSVDataset, Transform, collate_batch, read_class_list, read_image
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
@@ -47,9 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotation_delimiter", default=",",
                         help="field separator of --csv_val; ' ' reads the CrowdHuman fork's files "
                              "(default: ',')")
-    parser.add_argument("--model_path", "--model", dest="model_path", required=True,
-                        help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet "
-                             "weights")
+    add_checkpoint_argument(parser)
     parser.add_argument("--num_images", type=int, default=10,
                         help="draw the first this many images of the set (default: %(default)s)")
     parser.add_argument("--output_dir", default="./vis_results",

@@ -45,6 +45,17 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_checkpoint_argument(parser, required: bool = True) -> None:
+    """``--model_path`` (alias ``--model``, the original visualize.py's spelling)."""
+    parser.add_argument("--model_path", "--model", dest="model_path", required=required,
+                        help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet weights")
+
+
+def add_class_list_argument(parser) -> None:
+    parser.add_argument("--classes", default=None,
+                        help="class list csv (name,id); default: the names stored in the checkpoint")
+
+
 def add_inference_arguments(parser, batch_help: str = "images per inference batch") -> None:
     """Flags every script that runs the model shares: batching, loader processes, resize, device."""
     parser.add_argument("--batch_size", type=int, default=4, help=f"{batch_help} (default: %(default)s)")
