@@ -31,21 +31,22 @@ def postprocess_detections(
     """
     batch_size, _, num_classes = class_logits.shape
     device = class_logits.device
-    scores_all = torch.sigmoid(class_logits.float())
+    # sigmoid is monotonic: select on logits and take the sigmoid of the few kept, not of all B*A*K.
+    logit_threshold = torch.logit(torch.tensor(float(score_threshold), dtype=torch.float64)).item()
 
     image_idx, anchor_idx, class_idx, kept_scores = [], [], [], []
     start = 0
     for count in num_anchors_per_level:
-        scores = scores_all[:, start:start + count].reshape(batch_size, -1)  # (B, A_l * K)
-        k = min(topk_per_level, scores.shape[1])
-        top_scores, top_flat = scores.topk(k, dim=1, sorted=False)  # (B, k)
-        keep = top_scores > score_threshold
+        logits = class_logits[:, start:start + count].reshape(batch_size, -1)  # (B, A_l * K)
+        k = min(topk_per_level, logits.shape[1])
+        top_logits, top_flat = logits.topk(k, dim=1, sorted=False)  # (B, k)
+        keep = top_logits > logit_threshold
         rows = torch.arange(batch_size, device=device)[:, None].expand(-1, k)[keep]
         flat = top_flat[keep]
         image_idx.append(rows)
         anchor_idx.append(flat // num_classes + start)
         class_idx.append(flat % num_classes)
-        kept_scores.append(top_scores[keep])
+        kept_scores.append(torch.sigmoid(top_logits[keep].float()))
         start += count
     image_idx = torch.cat(image_idx)
     anchor_idx = torch.cat(anchor_idx)
