@@ -3,7 +3,7 @@ import math
 import torch
 
 from retinanet.box_coder import BoxCoder
-from retinanet.losses import build_targets, focal_loss, retinanet_loss
+from retinanet.losses import _FocalLossPerImage, build_targets, focal_loss, retinanet_loss
 from retinanet.model import RetinaNet
 
 ANCHORS = torch.tensor(
@@ -50,16 +50,31 @@ def test_build_targets_assignment_and_ignore():
         "ignore": torch.tensor([[35.0, 35.0, 60.0, 60.0], [0.0, 0.0, 12.0, 12.0]]),
         "ignore_labels": torch.tensor([-1, 0]),
     }
-    class_targets, weights, box_targets, positive = build_targets([target], ANCHORS, 2, BoxCoder())
-    assert positive[0].tolist() == [True, True, False, True, False, False]
-    assert class_targets[0, :, 1].tolist() == [1, 1, 0, 1, 0, 0]
-    assert class_targets[0, :, 0].tolist() == [0] * 6
-    # anchor 4 is between thresholds: out for every class; anchor 5 lies in the every-class region;
-    # the class-0 region covers anchors 0, 1 (positive: kept) and 2, 3 (ioa >= 0.5): class 0 out for 2.
-    assert weights[0].tolist() == [
-        [True, True], [True, True], [False, True], [True, True], [False, False], [False, False]
+    anchor_labels, anchor_weights, class_ignored, box_targets = build_targets([target], ANCHORS, 2, BoxCoder())
+    assert anchor_labels[0].tolist() == [1, 1, -1, 1, -1, -1]
+    # anchor 4 is between thresholds and anchor 5 lies in the every-class region: out for every class.
+    assert anchor_weights[0].tolist() == [True, True, True, True, False, False]
+    # the class-0 region covers anchors 0, 1 (positive: kept) and 2, 3 (ioa >= 0.5): class 0 out for 2 only.
+    assert class_ignored[0].tolist() == [
+        [False, False], [False, False], [True, False], [False, False], [True, False], [False, False]
     ]
     assert torch.allclose(box_targets[0, 0], torch.zeros(4), atol=1e-6)
+
+
+def test_focal_loss_gradient_matches_autograd_through_the_formula():
+    logits = (torch.randn(2, 6, 3, dtype=torch.float64) * 3).requires_grad_()
+    anchor_labels = torch.tensor([[0, -1, 2, -1, -1, 1], [-1, -1, -1, -1, 0, -1]])
+    weights = torch.rand(2, 6, 3, dtype=torch.float64).round()
+    targets = torch.zeros(2, 6, 3, dtype=torch.float64)
+    image, anchor = (anchor_labels >= 0).nonzero(as_tuple=True)
+    targets[image, anchor, anchor_labels[image, anchor]] = 1.0
+    weights[image, anchor, anchor_labels[image, anchor]] = 1.0  # positives are never left out
+    ours = _FocalLossPerImage.apply(logits, anchor_labels, weights, 0.25, 2.0)
+    expected = (focal_loss(logits, targets) * weights).sum(dim=(1, 2))
+    assert torch.allclose(ours, expected, rtol=1e-10)
+    grad_ours = torch.autograd.grad(ours.sum() * 1.0, logits)[0]
+    grad_expected = torch.autograd.grad(expected.sum(), logits)[0]
+    assert torch.allclose(grad_ours, grad_expected, atol=1e-10)
 
 
 def reference_loss(class_logits, box_deltas, anchors, targets):
