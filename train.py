@@ -29,6 +29,7 @@ from retinanet.data import (
 from retinanet.distributed import all_true, barrier, init_distributed, process_device, shutdown
 from retinanet.engine import autocast_dtype, train_one_epoch
 from retinanet.errors import UserError
+from retinanet.io_utils import atomic_open
 from retinanet.model import RESNET_DEPTHS, build_retinanet
 from retinanet.plots import plot_training_curves
 from retinanet.training import (
@@ -319,8 +320,6 @@ def restore_training_state(path, resume, model, optimizer, scheduler, scaler, cl
 
 def write_history(output_dir: str, history: list) -> None:
     """metrics.jsonl (one line per epoch) and the loss / mAP curves, rewritten whole each epoch."""
-    from retinanet.io_utils import atomic_open
-
     with atomic_open(os.path.join(output_dir, "metrics.jsonl")) as handle:
         for record in history:
             handle.write(json.dumps(record) + "\n")

@@ -124,7 +124,7 @@ def run_inference(
     """Detections for every image a loader yields, in original image coordinates.
 
     loader yields ``(images (B, 3, H, W), targets, metas)`` as ``retinanet.data.collate_batch`` makes
-    them; each meta has ``index``, ``scale`` and ``orig_size``. Returns {"detections": list indexed
+    them; each meta has ``index``, ``scale``, ``orig_size`` and ``image_size``. Returns {"detections": list indexed
     by ``meta["index"]`` of {"boxes": (D, 4) float32, "scores": (D,), "labels": (D,) int64} numpy
     arrays, "images_per_second": float}.
     """
@@ -134,9 +134,9 @@ def run_inference(
     for images, _, metas in tqdm(loader, desc=description, unit="batch", disable=not progress, dynamic_ncols=True):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         # Clip to each image's own (unpadded) extent, then return to its original pixel grid.
-        sizes = [(round(m["orig_size"][0] * m["scale"]), round(m["orig_size"][1] * m["scale"])) for m in metas]
         with autocast_context(device, amp):
-            outputs = model(images, image_sizes=sizes, image_scales=[m["scale"] for m in metas])
+            outputs = model(images, image_sizes=[m["image_size"] for m in metas],
+                            image_scales=[m["scale"] for m in metas])
         for meta, output in zip(metas, outputs):
             height, width = meta["orig_size"]
             boxes = output["boxes"].float().cpu().numpy()

@@ -130,7 +130,7 @@ def test_collate_pads_bottom_right_to_the_next_multiple_of_32():
     assert (images[1, :, :64, :33] == 2).all() and images[1, :, :, 33:].abs().sum() == 0
     assert [t["labels"].item() for t in targets] == [0, 1]
     assert set(targets[0]) == {"boxes", "labels", "ignore", "ignore_labels"}
-    assert metas[1] == {"scale": 0.5, "orig_size": (128, 66), "path": "1.jpg", "index": 1}
+    assert metas[1] == {"scale": 0.5, "orig_size": (128, 66), "image_size": (64, 33), "path": "1.jpg", "index": 1}
 
 
 def test_collate_adds_no_padding_when_already_aligned():

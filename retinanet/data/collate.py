@@ -18,7 +18,8 @@ def collate_batch(samples: "list[dict]") -> "tuple[torch.Tensor, list[dict], lis
             normalisation) below and to the right; H and W are the largest height and width
             rounded up to a multiple of 32, with no extra padding when already a multiple.
         targets: per image dict(boxes (N, 4), labels (N,), ignore (M, 4), ignore_labels (M,)).
-        metas: per image dict(scale, orig_size, path, index).
+        metas: per image dict(scale, orig_size, image_size, path, index); image_size is the (h, w)
+            of the unpadded network input, what boxes are clipped to.
     """
     if not samples:
         raise ValueError("collate_batch needs at least one sample")
@@ -32,7 +33,11 @@ def collate_batch(samples: "list[dict]") -> "tuple[torch.Tensor, list[dict], lis
     targets = [
         {key: sample[key] for key in ("boxes", "labels", "ignore", "ignore_labels")} for sample in samples
     ]
-    metas = [{key: sample[key] for key in ("scale", "orig_size", "path", "index")} for sample in samples]
+    metas = [
+        {**{key: sample[key] for key in ("scale", "orig_size", "path", "index")},
+         "image_size": tuple(sample["image"].shape[1:])}
+        for sample in samples
+    ]
     return images, targets, metas
 
 
