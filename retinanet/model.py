@@ -16,6 +16,7 @@ from torchvision.models import resnet as tv_resnet
 from retinanet.anchors import AnchorGenerator
 from retinanet.box_coder import BoxCoder
 from retinanet.errors import UserError
+from retinanet.frozen_batchnorm import FrozenBatchNorm2d, fold_frozen_batchnorms
 from retinanet.losses import retinanet_loss
 from retinanet.postprocess import postprocess_detections
 
@@ -123,7 +124,10 @@ class RetinaNet(nn.Module):
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
 
-        resnet = tv_resnet.ResNet(block, layers)
+        # A frozen BatchNorm is folded into its conv: no separate pass over the activations.
+        resnet = tv_resnet.ResNet(block, layers, norm_layer=FrozenBatchNorm2d if freeze_bn else None)
+        if freeze_bn:
+            fold_frozen_batchnorms(resnet)
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         expansion = block.expansion
@@ -137,25 +141,10 @@ class RetinaNet(nn.Module):
         # Every anchor starts as background with probability 1 - prior, so the first focal losses
         # are not swamped by ~100k easy negatives.
         nn.init.constant_(self.classificationModel.output.bias, -math.log((1 - prior_probability) / prior_probability))
-        if freeze_bn:
-            for module in self.backbone_batchnorms():
-                module.weight.requires_grad_(False)
-                module.bias.requires_grad_(False)
 
     def model_args(self) -> Dict[str, object]:
         """Constructor arguments that rebuild this architecture (stored in checkpoints)."""
         return {"num_classes": self.num_classes, "depth": self.depth, "feature_size": self.feature_size}
-
-    def backbone_batchnorms(self) -> List[nn.BatchNorm2d]:
-        backbone = [self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
-        return [m for part in backbone for m in part.modules() if isinstance(m, nn.BatchNorm2d)]
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.freeze_bn:
-            for module in self.backbone_batchnorms():
-                module.eval()
-        return self
 
     def head_outputs(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """images (B, 3, H, W) -> class logits (B, A, K), box deltas (B, A, 4); A = all anchors of all levels."""
