@@ -10,7 +10,7 @@ batch 1 and 8, once with the initial prior (scores ~0.01: nothing passes the 0.0
 once with every score ~0.1 (what a half-trained model produces, so top-k and NMS have real work),
 split into network (``model.head_outputs``) and post-processing (the rest of ``forward``);
 (d) a training step at batch 2 and 4 with ~20 boxes and 2 ignore regions per image, split into
-forward, loss (matching included), backward and Adam step.
+forward, loss (matching included), backward and the fused Adam step train.py uses.
 % of peak = model FLOPs / time / measured conv peak. Every figure is the best of ``--repeats`` runs
 (the run with the shortest total), since other processes on a shared machine only ever add time;
 the configurations are timed round-robin so that a slow spell costs each of them one run at most.
@@ -40,6 +40,7 @@ from retinanet.cli import resolve_device, run_cli  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
 from retinanet.io_utils import write_json  # noqa: E402
 from retinanet.model import RESNET_DEPTHS, RetinaNet, build_retinanet  # noqa: E402
+from retinanet.training import build_optimizer  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join(REPO_ROOT, "benchmarks", "results", "bench_model.json")
 CONV_PEAK = "conv3x3_256_1x256x100x152_channels_last"
@@ -342,8 +343,8 @@ def setup_depth(
                                             inference_step(model, images, sync, info), info))
 
     model = build_model(depth, num_classes, device, args.channels_last).train()
-    # Adam, the original project's optimizer: its step reads and writes two state tensors per parameter.
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    # train.py's optimizer: Adam (the original project's choice) with fused steps.
+    optimizer = build_optimizer(model, "adam", lr=1e-5, weight_decay=0.0)
     # Every network FLOP (forward, input and weight gradients) scales with the batch: batch 1 counts them.
     one_target = random_targets(1, args.boxes_per_image, size, num_classes, device)
     flops["train_forward"], flops["train_backward"] = count_training_flops(model, one_image, one_target)
