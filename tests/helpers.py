@@ -70,3 +70,20 @@ def write_tiny_csv_dataset(folder, size=(96, 128), seed=0, images=None):
 def save_model_checkpoint(path, model: RetinaNet, class_names):
     torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": list(class_names),
                 "model_args": model.model_args()}, path)
+
+
+def spread_model(**kwargs) -> RetinaNet:
+    """A random ResNet-18 RetinaNet whose scores spread over (0.1, 0.7) and whose boxes vary.
+
+    The stock initialisation gives every anchor a score within 1e-4 of 0.01, so any two kernels'
+    rounding would reorder them; scaled heads make the outputs look like a trained model's.
+    """
+    torch.manual_seed(0)
+    model = RetinaNet(num_classes=2, depth=18, feature_size=16, **kwargs).eval()
+    head = model.classificationModel
+    with torch.no_grad():
+        for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
+            conv.weight.mul_(10)
+        head.output.bias.fill_(-1.0)
+        model.regressionModel.output.weight.mul_(50)
+    return model

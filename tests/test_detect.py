@@ -12,9 +12,8 @@ from retinanet.checkpoint import load_model
 from retinanet.data import Transform, collate_batch, read_image
 from retinanet.errors import UserError
 from retinanet.image_sources import ImageFiles, collate_readable, resolve_input
-from retinanet.model import RetinaNet
 from retinanet.visualization import draw_detections
-from tests.helpers import save_model_checkpoint
+from tests.helpers import save_model_checkpoint, spread_model
 
 CLASS_NAMES = ["person", "head"]
 
@@ -22,14 +21,7 @@ CLASS_NAMES = ["person", "head"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A random ResNet-18 RetinaNet scoring ~(0.1, 0.7), so a 0.3 threshold keeps some boxes."""
-    torch.manual_seed(0)
-    model = RetinaNet(num_classes=2, depth=18, feature_size=16).eval()
-    head = model.classificationModel
-    with torch.no_grad():
-        for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
-            conv.weight.mul_(10)
-        head.output.bias.fill_(-1.0)
-        model.regressionModel.output.weight.mul_(50)
+    model = spread_model()
     path = str(tmp_path_factory.mktemp("model") / "model.pt")
     save_model_checkpoint(path, model, CLASS_NAMES)
     return path

@@ -16,27 +16,9 @@ from retinanet.export import (
     reference_detections,
     split_by_image,
 )
-from retinanet.model import RetinaNet
-from tests.helpers import save_model_checkpoint
+from tests.helpers import save_model_checkpoint, spread_model
 
 CLASS_NAMES = ["person", "head"]
-
-
-def spread_model(**kwargs) -> RetinaNet:
-    """A random ResNet-18 RetinaNet whose scores spread over (0.1, 0.7) and whose boxes vary.
-
-    The stock initialisation gives every anchor a score within 1e-4 of 0.01, so any two kernels'
-    rounding would reorder them; scaled heads make the outputs look like a trained model's.
-    """
-    torch.manual_seed(0)
-    model = RetinaNet(num_classes=2, depth=18, feature_size=16, **kwargs).eval()
-    head = model.classificationModel
-    with torch.no_grad():
-        for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
-            conv.weight.mul_(10)
-        head.output.bias.fill_(-1.0)
-        model.regressionModel.output.weight.mul_(50)
-    return model
 
 
 @pytest.fixture(scope="module")
