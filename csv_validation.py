@@ -32,7 +32,7 @@ import argparse
 import os
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import resolve_device, run_cli
+from retinanet.cli import add_class_list_argument, resolve_device, run_cli
 from retinanet.data import CSVDataset, Transform, read_class_list
 from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES
 from retinanet.errors import UserError
@@ -56,8 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     data = parser.add_argument_group("ground truth")
     data.add_argument("--csv_val", help="annotation CSV (path,x1,y1,x2,y2,class_name) to evaluate on")
-    data.add_argument("--csv_classes",
-                      help="class list CSV (name,id); default: the checkpoint's classes, else person,head")
+    add_class_list_argument(data, "class list CSV (name,id); default: the checkpoint's classes, else person,head")
     data.add_argument("--annotation_delimiter", default=",",
                       help="CSV field delimiter; ' ' reads files of the CrowdHuman fork (default ',')")
     data.add_argument("--odgt", help="CrowdHuman odgt file to read the ground truth from, not --csv_val")
@@ -98,7 +97,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> dict:
     """Evaluate; returns the metrics.json document."""
     check_args(args)
-    class_names = read_class_list(args.csv_classes) if args.csv_classes else None
+    class_names = read_class_list(args.classes) if args.classes else None
     model = device = None
     # Never above the CrowdHuman protocol's 0.01, nor above the VOC precision/recall threshold.
     model_score_threshold = min(CROWDHUMAN_SCORE_THRESHOLD, args.score_threshold)

@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from retinanet.checkpoint import load_model
 from retinanet.cli import (
-    add_checkpoint_argument,
     add_class_list_argument,
     add_inference_arguments,
+    add_model_arguments,
     check_inference_arguments,
     resolve_device,
     run_cli,
@@ -50,7 +50,7 @@ VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_argument(parser)
+    add_model_arguments(parser)
     add_class_list_argument(parser)
     parser.add_argument("--input", required=True,
                         help="an image, a folder of images, a quoted glob (e.g. 'data/**/*.jpg') or a "
@@ -167,7 +167,7 @@ def main(args: argparse.Namespace) -> dict:
     spec = resolve_input(args.input)
     device = resolve_device(args.device)
     class_names = read_class_list(args.classes) if args.classes else None
-    model, class_names = load_model(args.model_path, class_names=class_names,
+    model, class_names = load_model(args.model_path, class_names=class_names, depth=args.depth,
                                     score_threshold=args.score_threshold)
     model = model.to(device, memory_format=torch.channels_last)
     shown = class_indices(args.classes_to_show, class_names)

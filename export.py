@@ -17,7 +17,7 @@ import argparse
 import os
 
 from retinanet.checkpoint import load_model
-from retinanet.cli import add_checkpoint_argument, add_class_list_argument, run_cli
+from retinanet.cli import add_class_list_argument, add_model_arguments, run_cli
 from retinanet.data import read_class_list
 from retinanet.errors import UserError
 from retinanet.export import (
@@ -37,7 +37,7 @@ from retinanet.export import (
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_argument(parser)
+    add_model_arguments(parser)
     add_class_list_argument(parser)
     parser.add_argument("--output", default=None,
                         help="ONNX file to write (default: the checkpoint path with .onnx)")
@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> dict:
     output = args.output or os.path.splitext(args.model_path)[0] + ".onnx"
     class_names = read_class_list(args.classes) if args.classes else None
     model, class_names = load_model(
-        args.model_path, class_names=class_names, score_threshold=args.score_threshold,
+        args.model_path, class_names=class_names, depth=args.depth, score_threshold=args.score_threshold,
         nms_iou_threshold=args.nms_iou_threshold, max_detections=args.max_detections,
         topk_per_level=args.topk_per_level,
     )

@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from retinanet.checkpoint import load_model
 from retinanet.cli import (
-    add_checkpoint_argument,
+    add_class_list_argument,
     add_inference_arguments,
+    add_model_arguments,
     check_inference_arguments,
     resolve_device,
     run_cli,
@@ -45,15 +46,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=["csv", "coco"], required=True,
-                        help="annotation format: csv (--csv_classes, --csv_val) or coco (--coco_path)")
+                        help="annotation format: csv (--classes, --csv_val) or coco (--coco_path)")
     parser.add_argument("--coco_path", help="COCO root with annotations/ and images/ (or <set_name>/)")
     parser.add_argument("--set_name", default="val2017", help="COCO set to draw (default: %(default)s)")
-    parser.add_argument("--csv_classes", help="class list csv (name,id) for --dataset csv")
     parser.add_argument("--csv_val", help="annotation csv of the images to draw, for --dataset csv")
     parser.add_argument("--annotation_delimiter", default=",",
                         help="field separator of --csv_val; ' ' reads the CrowdHuman fork's files "
                              "(default: ',')")
-    add_checkpoint_argument(parser)
+    add_model_arguments(parser)
+    add_class_list_argument(parser, "class list csv (name,id) of --csv_val, for --dataset csv")
     parser.add_argument("--num_images", type=int, default=10,
                         help="draw the first this many images of the set (default: %(default)s)")
     parser.add_argument("--output_dir", default="./vis_results",
@@ -69,12 +70,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def build_dataset(args: argparse.Namespace):
     transform = Transform(args.min_side, args.max_side)
     if args.dataset == "csv":
-        if not args.csv_classes or not args.csv_val:
-            raise UserError("--dataset csv needs --csv_classes and --csv_val")
-        return CSVDataset(args.csv_val, read_class_list(args.csv_classes), transform,
+        if not args.classes or not args.csv_val:
+            raise UserError("--dataset csv needs --classes (or --csv_classes) and --csv_val")
+        return CSVDataset(args.csv_val, read_class_list(args.classes), transform,
                           args.annotation_delimiter)
     if not args.coco_path:
         raise UserError("--dataset coco needs --coco_path")
+    if args.classes:
+        raise UserError("--classes only applies to --dataset csv; a COCO set names its own categories")
     return CocoDataset(args.coco_path, args.set_name, transform)
 
 
@@ -89,7 +92,7 @@ def main(args: argparse.Namespace) -> dict:
     check_inference_arguments(args)
     dataset = build_dataset(args)
     device = resolve_device(args.device)
-    model, class_names = load_model(args.model_path, class_names=dataset.class_names,
+    model, class_names = load_model(args.model_path, class_names=dataset.class_names, depth=args.depth,
                                     score_threshold=args.score_threshold)
     model = model.to(device, memory_format=torch.channels_last)
 

@@ -2,8 +2,10 @@
 
 Our checkpoint is a dict ``{"format": CHECKPOINT_FORMAT, "model": state_dict, "class_names": [...],
 "model_args": {...}, ...training state}``; its ``model`` entry has the pytorch-retinanet key layout,
-so ``torch.save(ckpt["model"], ...)`` gives a file that project loads. Everything is read with
-``weights_only=True``: a checkpoint can never run code.
+so ``torch.save(ckpt["model"], ...)`` gives a file that project loads. Every tensor is written
+contiguous, whatever memory format the model trained in (channels-last here), so code that
+``.view()``s a loaded weight works. Everything is read with ``weights_only=True``: a checkpoint can
+never run code.
 """
 import os
 import pickle
@@ -58,9 +60,44 @@ def _first_line(error: Exception) -> str:
 
 
 def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous file intact."""
+    """Write ``checkpoint`` with every tensor in it contiguous, atomically: a crash mid-write leaves
+    the previous file intact."""
     with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+        torch.save(contiguous_tensors(checkpoint), tmp)
+
+
+def contiguous_tensors(obj):
+    """``obj`` with every tensor inside its dicts, lists and tuples made contiguous (others as they are).
+
+    ``.contiguous()`` returns an already contiguous tensor itself, so only channels-last ones are copied.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.contiguous()
+    if isinstance(obj, dict):
+        copy = type(obj)((key, contiguous_tensors(value)) for key, value in obj.items())
+        if hasattr(obj, "_metadata"):  # a module state dict's per-module versions, read by load_state_dict
+            copy._metadata = obj._metadata
+        return copy
+    if isinstance(obj, list):
+        return [contiguous_tensors(value) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(contiguous_tensors(value) for value in obj)
+    return obj
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """``optimizer.load_state_dict``, then each per-parameter state tensor laid out like its parameter.
+
+    Checkpoints hold contiguous tensors while the model trains in channels-last. The fused Adam
+    and SGD kernels walk a parameter and its state as flat memory: a moment left contiguous beside
+    a channels-last weight is paired with the wrong elements, and on the CPU the resumed run
+    silently diverges from the uninterrupted one.
+    """
+    optimizer.load_state_dict(state_dict)
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -45,15 +45,26 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_checkpoint_argument(parser, required: bool = True) -> None:
-    """``--model_path`` (alias ``--model``, the original visualize.py's spelling)."""
+def add_model_arguments(parser, required: bool = True) -> None:
+    """The flags that name and describe the model, the same in every script that loads one.
+
+    ``--model_path`` (alias ``--model``, the original visualize.py's spelling) and ``--depth``,
+    which ``retinanet.checkpoint.load_model`` checks against the checkpoint: one command line
+    moves between detect, visualize, export, csv_validation and coco_validation.
+    """
+    from retinanet.model import RESNET_DEPTHS
+
     parser.add_argument("--model_path", "--model", dest="model_path", required=required,
                         help="checkpoint: ours, a bare state dict, or the published pytorch-retinanet weights")
+    parser.add_argument("--depth", type=int, choices=sorted(RESNET_DEPTHS),
+                        help="ResNet depth; checked against the checkpoint (default: read from it)")
 
 
-def add_class_list_argument(parser) -> None:
-    parser.add_argument("--classes", default=None,
-                        help="class list csv (name,id); default: the names stored in the checkpoint")
+def add_class_list_argument(
+    parser, description: str = "class list csv (name,id); default: the names stored in the checkpoint"
+) -> None:
+    """``--classes`` (alias ``--csv_classes``, the original scripts' spelling): the class list csv."""
+    parser.add_argument("--classes", "--csv_classes", dest="classes", default=None, help=description)
 
 
 def add_inference_arguments(parser, batch_help: str = "images per inference batch") -> None:

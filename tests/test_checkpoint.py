@@ -1,10 +1,18 @@
 import pytest
 import torch
 
-from retinanet.checkpoint import CHECKPOINT_FORMAT, class_index_map, load_model, load_weights, save_checkpoint
+from retinanet.checkpoint import (
+    CHECKPOINT_FORMAT,
+    class_index_map,
+    load_model,
+    load_optimizer_state,
+    load_weights,
+    save_checkpoint,
+)
 from retinanet.coco_names import CLASS_NAME_ALIASES, COCO_CLASS_NAMES
 from retinanet.errors import UserError
 from retinanet.model import RetinaNet
+from retinanet.training import build_optimizer
 
 A = 9  # anchors per location
 
@@ -145,3 +153,72 @@ def test_save_checkpoint_is_atomic(tmp_path):
         save_checkpoint(str(path), {"a": Boom()})
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def channels_last_training_step(model, optimizer, seed):
+    """One fused-Adam step of a channels-last model, as train.py takes it."""
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    boxes = torch.tensor([[8.0, 8.0, 40.0, 48.0]])
+    targets = [{"boxes": boxes, "labels": torch.tensor([1])}, {"boxes": boxes + 10, "labels": torch.tensor([0])}]
+    optimizer.zero_grad()
+    losses = model(images.contiguous(memory_format=torch.channels_last), targets)
+    loss = losses["classification"] + losses["regression"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+
+
+def trained_channels_last(seed=0):
+    torch.manual_seed(seed)
+    model = tiny(2).to(memory_format=torch.channels_last).train()
+    optimizer = build_optimizer(model, "adam", lr=1e-4, weight_decay=0.0)
+    channels_last_training_step(model, optimizer, seed=1)
+    return model, optimizer
+
+
+def all_tensors(obj):
+    if torch.is_tensor(obj):
+        return [obj]
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) else []
+    return [tensor for value in values for tensor in all_tensors(value)]
+
+
+def test_checkpoint_of_a_channels_last_model_holds_contiguous_tensors(tmp_path):
+    model, optimizer = trained_channels_last()
+    assert not model.layer1[0].conv1.weight.is_contiguous()  # what the file must not inherit
+    checkpoint = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": ["person", "head"],
+                  "model_args": model.model_args(), "optimizer": optimizer.state_dict()}
+    path = tmp_path / "last.pt"
+    save_checkpoint(str(path), checkpoint)
+
+    loaded = torch.load(path, weights_only=True)  # what another project does with the file
+    tensors = all_tensors(loaded)
+    assert len(tensors) > 2 * len(checkpoint["model"])  # weights and Adam moments
+    for tensor in tensors:
+        assert tensor.is_contiguous()
+        tensor.view(-1)
+    for key, value in checkpoint["model"].items():
+        assert torch.equal(loaded["model"][key], value), key
+    exp_avg = loaded["optimizer"]["state"][0]["exp_avg"]
+    assert torch.equal(exp_avg, optimizer.state[model.conv1.weight]["exp_avg"]) and exp_avg.dim() == 4
+    # The live model and optimizer keep their layout, and the state dict its module versions.
+    assert not model.layer1[0].conv1.weight.is_contiguous()
+    assert not optimizer.state[model.conv1.weight]["exp_avg"].is_contiguous()
+    assert loaded["model"]._metadata == checkpoint["model"]._metadata
+    assert_same_weights(model, load_model(str(path))[0])
+
+
+def test_resuming_fused_adam_from_a_contiguous_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    model, optimizer = trained_channels_last()
+    path = tmp_path / "last.pt"
+    save_checkpoint(str(path), {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    channels_last_training_step(model, optimizer, seed=2)
+
+    saved = torch.load(path, weights_only=True)
+    resumed = tiny(2).to(memory_format=torch.channels_last).train()
+    resumed.load_state_dict(saved["model"])
+    resumed_optimizer = build_optimizer(resumed, "adam", lr=1e-4, weight_decay=0.0)
+    load_optimizer_state(resumed_optimizer, saved["optimizer"])
+    assert resumed_optimizer.state[resumed.conv1.weight]["exp_avg"].stride() == resumed.conv1.weight.stride()
+    channels_last_training_step(resumed, resumed_optimizer, seed=2)
+    assert_same_weights(model, resumed)

@@ -1,14 +1,16 @@
-"""COCO AP/AR (retinanet.evaluation.coco) against pycocotools' own COCOeval, plus conversions and errors."""
+"""COCO AP/AR (retinanet.evaluation.coco): hand-computed cases, each backend against the other library
+run directly, conversions and errors."""
 
 import contextlib
 import copy
 import io
 import json
 
+import faster_coco_eval
 import numpy as np
+import pycocotools.coco
+import pycocotools.cocoeval
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from retinanet.errors import UserError
 from retinanet.evaluation.coco import (
@@ -65,14 +67,21 @@ def random_coco(seed, num_images=25):
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def pycocotools_stats(gt, results):
-    """COCOeval run directly, the way its README does."""
+# Each library's COCO and COCOeval classes, run directly the way their READMEs do.
+LIBRARIES = {
+    "pycocotools": (pycocotools.coco.COCO, pycocotools.cocoeval.COCOeval),
+    "faster": (faster_coco_eval.COCO, faster_coco_eval.COCOeval_faster),
+}
+
+
+def library_stats(library, gt, results):
+    coco_class, eval_class = LIBRARIES[library]
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
+        coco_gt = coco_class()
         coco_gt.dataset = copy.deepcopy(gt)
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(copy.deepcopy(results))
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator = eval_class(coco_gt, coco_dt, "bbox")
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -80,16 +89,48 @@ def pycocotools_stats(gt, results):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
-def test_same_numbers_as_pycocotools(seed, backend):
+@pytest.mark.parametrize("backend,other", [("faster", "pycocotools"), ("pycocotools", "faster")])
+def test_each_backend_gives_the_other_librarys_numbers(seed, backend, other):
     gt, results = random_coco(seed)
     assert any(a["iscrowd"] for a in gt["annotations"])
-    expected = pycocotools_stats(gt, results)
+    expected = library_stats(other, gt, results)
     ours = evaluate_coco(gt, results, backend=backend)
     assert list(ours) == list(COCO_METRIC_NAMES)
-    # faster-coco-eval reproduces pycocotools to rounding; 1e-9 leaves room for summation order.
+    # Two implementations (Python/C and C++) of one protocol; 1e-9 leaves room for summation order.
     np.testing.assert_allclose([ours[name] for name in COCO_METRIC_NAMES], expected[:12], rtol=0, atol=1e-9)
     assert 0.05 < ours["AP"] < 0.95  # the data set is neither trivial nor hopeless
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_hand_computed_ranking_iou_thresholds_and_area_ranges(backend):
+    """Two large ground-truth boxes; by score: an exact hit, a medium false positive, a hit of IoU 0.72.
+
+    At IoU 0.50..0.70 (5 of the 10 thresholds) the ranking is TP, FP, TP: interpolated precision
+    is 1 at the 51 recall points 0..0.50 and 2/3 at the 50 points 0.51..1, AP = (51 + 100/3) / 101.
+    At 0.75..0.95 it is TP, FP, FP: AP = 51 / 101. AP is their mean, 203 / 303.
+    The large area range ignores unmatched detections of other areas (the 50x50 false positive, and
+    the 100x72 box where it misses): AP is 1 at the first five thresholds, 51 / 101 at the others.
+    """
+    gt = {
+        "images": [{"id": 1, "width": 640, "height": 480}],
+        "categories": [{"id": 1, "name": "person"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10000, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [200, 0, 100, 100], "area": 10000, "iscrowd": 0},
+        ],
+    }
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [400, 300, 50, 50], "score": 0.8},
+        {"image_id": 1, "category_id": 1, "bbox": [200, 0, 100, 72], "score": 0.7},  # IoU 7200 / 10000
+    ]
+    metrics = evaluate_coco(gt, results, backend=backend)
+    expected = {
+        "AP": 203 / 303, "AP50": (51 + 100 / 3) / 101, "AP75": 51 / 101, "APs": -1.0, "APm": -1.0,
+        "APl": (1 + 51 / 101) / 2,
+        "AR1": 0.5, "AR10": 0.75, "AR100": 0.75, "ARs": -1.0, "ARm": -1.0, "ARl": 0.75,
+    }
+    assert metrics == pytest.approx(expected, abs=1e-12)
 
 
 def test_perfect_results_and_undefined_areas():

@@ -6,13 +6,12 @@ from torchvision.ops import nms
 
 from retinanet.model import RetinaNet, build_retinanet, resnet18, resnet50
 
-REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
+# Every key, shape and dtype of the published pytorch-retinanet model for 80 COCO classes.
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
 
 def read_reference(depth):
-    path = os.path.join(REFERENCE_DIR, f"pytorch_retinanet_resnet{depth}_coco80_state_dict_keys.tsv")
-    if not os.path.exists(path):
-        pytest.skip(f"{path} not present")
+    path = os.path.join(FIXTURES, f"pytorch_retinanet_resnet{depth}_coco80_state_dict_keys.tsv")
     with open(path) as handle:
         rows = [line.rstrip("\n").split("\t") for line in handle][1:]
     return [(key, () if shape == "scalar" else tuple(int(s) for s in shape.split("x")), dtype)
