@@ -5,13 +5,18 @@ Usage:
         --csv_val ./data/CrowdHuman/valid_annotations.csv --model_path weights/best.pt
     python csv_validation.py --csv_classes ./class_names/coco_names_with_head.csv \
         --csv_val ./data/CrowdHuman/valid_annotations.csv --detections val_results/detections.jsonl
-    python csv_validation.py --odgt ./data/CrowdHuman/annotation_val.odgt \
-        --images_dir ./data/CrowdHuman/CrowdHuman_val/Images --crowdhuman_box full \
-        --detections crowddet_results.json --untagged_class person
+    python csv_validation.py --odgt ./data/CrowdHuman/annotation_val.odgt --crowdhuman_box full \
+        --detections crowddet_results.json
 
 Ground truth comes from a CSV annotation file (--csv_val) or straight from a CrowdHuman odgt
-file (--odgt, with --images_dir for the image sizes); detections from a model (--model_path)
-or from a saved file (--detections: our detections.jsonl or CrowdHuman's official format).
+file (--odgt, read as the official evaluation reads it; --crowdhuman_box says which box the
+detector finds); detections from a model (--model_path) or from a saved file (--detections:
+our detections.jsonl or CrowdHuman's official format). In the official format, tag 1 is the
+class --crowdhuman_box scores (person, or head), unless --untagged_class says otherwise; the
+image sizes come from its records' height and width, and --images_dir (the images, or the
+CrowdHuman layout holding them) is needed only for images without them, and for a model run.
+Our detections.jsonl names an image by its path relative to the CSV's folder or as the CSV
+writes it (relative to --images_dir with --odgt).
 The class list is --csv_classes, else the checkpoint's, else person and head.
 
 The model runs once, at score > 0.01 (or --score_threshold when lower) with at most 1000
@@ -19,8 +24,9 @@ detections per image (--max_detections), the settings the CrowdHuman protocol ne
 those detections:
   * VOC AP per class at --iou_threshold over every detection, precision and recall at
     --score_threshold (default 0.05), mAP;
-  * CrowdHuman AP, MR^-2 and JI (detections scoring >= 0.01) for the classes named person and
-    head that have ground truth (--no_crowdhuman skips them);
+  * CrowdHuman AP, MR^-2 and JI, as the official evaluation code computes them from every
+    detection, for the classes named person and head that have ground truth (--no_crowdhuman
+    skips them);
   * COCO AP/AR, the twelve numbers, against the same ground truth (ignore regions as iscrowd;
     --no_coco skips them).
 
@@ -36,8 +42,15 @@ from retinanet.cli import add_class_list_argument, resolve_device, run_cli
 from retinanet.data import CSVDataset, Transform, read_class_list
 from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES
 from retinanet.errors import UserError
-from retinanet.evaluation.detection_files import read_detections
-from retinanet.evaluation.odgt_ground_truth import CROWDHUMAN_BOXES, odgt_dataset
+from retinanet.evaluation.detection_files import read_detection_file
+from retinanet.evaluation.odgt_ground_truth import (
+    CROWDHUMAN_BOXES,
+    EVALUATED_CLASS,
+    find_images,
+    odgt_dataset,
+    read_odgt_ground_truth,
+    resolve_image_sizes,
+)
 from retinanet.evaluation.run import (
     CROWDHUMAN_MAX_DETECTIONS,
     CROWDHUMAN_SCORE_THRESHOLD,
@@ -62,7 +75,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--odgt", help="CrowdHuman odgt file to read the ground truth from, not --csv_val")
     data.add_argument("--images_dir",
                       help="with --odgt: folder of the <ID>.jpg images, or of the CrowdHuman layout holding "
-                           "them (e.g. data/CrowdHuman)")
+                           "them (e.g. data/CrowdHuman); needed for a model run, and for the sizes of images "
+                           "whose detection records have no height and width")
     data.add_argument("--crowdhuman_box", choices=CROWDHUMAN_BOXES,
                       help="with --odgt: the box the detector finds: full or visible body as 'person' "
                            "(heads too when 'head' is a class), or heads only")
@@ -86,10 +100,10 @@ def check_args(args: argparse.Namespace) -> None:
     check_common_args(args)
     if bool(args.csv_val) == bool(args.odgt):
         raise UserError("give either --csv_val (CSV annotations) or --odgt (CrowdHuman annotations)")
-    if args.odgt and not (args.images_dir and args.crowdhuman_box):
-        raise UserError(
-            "--odgt needs --images_dir (for the image sizes) and --crowdhuman_box full|visible|head"
-        )
+    if args.odgt and not args.crowdhuman_box:
+        raise UserError("--odgt needs --crowdhuman_box full|visible|head (the box the detector finds)")
+    if args.odgt and args.model_path and not args.images_dir:
+        raise UserError("--odgt with --model_path needs --images_dir (the images to run the model on)")
     if args.csv_val and (args.images_dir or args.crowdhuman_box):
         raise UserError("--images_dir and --crowdhuman_box only apply with --odgt")
 
@@ -111,11 +125,29 @@ def main(args: argparse.Namespace) -> dict:
     transform = Transform(args.min_side, args.max_side)
     if args.csv_val:
         dataset = CSVDataset(args.csv_val, class_names, transform, delimiter=args.annotation_delimiter)
-        root = os.path.dirname(os.path.abspath(args.csv_val))
+        image_paths = [dataset.image_path(index) for index in range(len(dataset))]
+        names = image_names(image_paths, os.path.dirname(os.path.abspath(args.csv_val)))
     else:
-        dataset = odgt_dataset(args.odgt, args.images_dir, class_names, args.crowdhuman_box, transform)
-        root = args.images_dir
-    names = image_names([dataset.image_path(index) for index in range(len(dataset))], root)
+        truth = read_odgt_ground_truth(args.odgt, class_names, args.crowdhuman_box)
+        image_paths = find_images(truth, args.images_dir) if args.images_dir else None
+        names = (
+            image_names(image_paths, args.images_dir)
+            if image_paths
+            else [f"{image_id}.jpg" for image_id in truth.image_ids]
+        )
+    detection_sizes = None
+    if args.detections:
+        untagged_class = args.untagged_class
+        if args.odgt and untagged_class is None:
+            untagged_class = EVALUATED_CLASS[args.crowdhuman_box]
+        # The paths as the dataset holds them: as the CSV writes them when absolute or found from the
+        # current directory, so that a record may name its image either way.
+        detections, detection_sizes = read_detection_file(
+            args.detections, names, class_names, untagged_class, image_paths
+        )
+    if args.odgt:
+        sizes = resolve_image_sizes(truth, detection_sizes, image_paths)
+        dataset = odgt_dataset(truth, sizes, image_paths or names, transform)
 
     settings = {
         "ground_truth": args.csv_val or args.odgt,
@@ -136,8 +168,6 @@ def main(args: argparse.Namespace) -> dict:
                         model_score_threshold=model_score_threshold, max_detections=max_detections,
                         nms_iou_threshold=model.nms_iou_threshold, device=str(device), amp=args.amp,
                         images_per_second=images_per_second)
-    else:
-        detections = read_detections(args.detections, names, class_names, args.untagged_class)
 
     coco_gt = None if args.no_coco else coco_ground_truth(dataset_ground_truths(dataset), class_names, names)
     return evaluate_and_report(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from retinanet.errors import UserError
-from retinanet.evaluation.detection_files import read_detections, write_detections_jsonl
+from retinanet.evaluation.detection_files import read_detection_file, read_detections, write_detections_jsonl
 
 CLASSES = ["person", "head"]
 
@@ -103,6 +103,40 @@ def test_crowdhuman_official_format(tmp_path):
     np.testing.assert_array_equal(read[1]["boxes"], [[10, 20, 40, 60], [0.5, 0.25, 100.5, 200.25]])
     assert read[1]["boxes"].dtype == np.float64
     assert read[1]["scores"].tolist() == [0.9, 0.3] and read[1]["labels"].tolist() == [1, 0]
+
+
+def test_official_records_give_image_sizes_and_official_float64_corners(tmp_path):
+    path = write_lines(
+        tmp_path / "crowddet.json",
+        [
+            {"ID": "a", "height": 480, "width": 640, "dtboxes": [{"box": [0.1, 0.2, 0.2, 0.4], "score": 1, "tag": 1}]},
+            {"ID": "b", "dtboxes": []},
+        ],
+    )
+    found = read_detection_file(path, ["a.jpg", "b.jpg", "c.jpg"], CLASSES, untagged_class="person")
+    assert found.image_sizes == [(480, 640), None, None]
+    # x2 = x + w in float64, as the official code adds them: 0.1 + 0.2 is 0.30000000000000004.
+    assert found.detections[0]["boxes"].tolist() == [[0.1, 0.2, 0.1 + 0.2, 0.2 + 0.4]]
+    path.write_text('{"ID": "a", "height": 480.5, "width": 640, "dtboxes": []}\n')
+    with pytest.raises(UserError, match=r'crowddet.json:1: "height" must be a positive integer, got 480.5'):
+        read_detection_file(path, ["a.jpg"], CLASSES)
+
+
+def test_our_records_may_use_other_spellings_of_an_image(tmp_path):
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            {"image": "/data/set/a.jpg", "boxes": [[0, 0, 1, 1]], "scores": [0.5], "labels": ["person"]},
+            {"image": "./images/b.jpg", "boxes": [[0, 0, 2, 2]], "scores": [0.7], "labels": ["head"]},
+        ],
+    )
+    names, as_written = ["../set/a.jpg", "images/b.jpg"], ["/data/set/a.jpg", "/data/csv/images/b.jpg"]
+    read = read_detections(path, names, CLASSES, other_names=as_written)
+    assert [r["labels"].tolist() for r in read] == [[0], [1]]
+    with pytest.raises(UserError, match=r"d.jsonl:1: detections for image '/data/set/a.jpg', which is not in"):
+        read_detections(path, names, CLASSES)
+    with pytest.raises(UserError, match=r"d.jsonl:1: image '/data/set/a.jpg' fits images '../set/a.jpg' and 'x.jpg'"):
+        read_detections(path, names + ["x.jpg"], CLASSES, other_names=as_written + ["/data/set/a.jpg"])
 
 
 def test_untagged_official_detections_need_a_class(tmp_path):

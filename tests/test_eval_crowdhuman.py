@@ -1,24 +1,63 @@
-"""CrowdHuman protocol (retinanet.evaluation.crowdhuman): hand-computed cases and a plain-Python reference."""
+"""CrowdHuman protocol (retinanet.evaluation.crowdhuman): the official code's numbers, and hand-computed cases.
 
+The golden numbers in tests/fixtures/crowdhuman_official/expected.json are what CrowdDet's
+``lib/evaluate`` gives for those files (its README says how each mode was run).
+"""
+
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from retinanet.evaluation import matching
+from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES
+from retinanet.errors import UserError
 from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
+from retinanet.evaluation.detection_files import read_detection_file
+from retinanet.evaluation.odgt_ground_truth import (
+    EVALUATED_CLASS,
+    odgt_dataset,
+    read_odgt_ground_truth,
+    resolve_image_sizes,
+)
 
+OFFICIAL = Path(__file__).parent / "fixtures" / "crowdhuman_official"
+EXPECTED = json.loads((OFFICIAL / "expected.json").read_text())
+EPS = 1e-6  # the official JI denominators carry it
 SIZE = (1000, 1000)  # (H, W) large enough that nothing below is clipped unless a test says so
 
 
+def official_case(case: str) -> dict:
+    """evaluate_crowdhuman on one case of expected.json, its files read as csv_validation reads them."""
+    expected = EXPECTED[case]
+    class_names = list(CROWDHUMAN_CLASSES)
+    truth = read_odgt_ground_truth(str(OFFICIAL / expected["ground_truth"]), class_names, expected["box"])
+    names = [f"{image_id}.jpg" for image_id in truth.image_ids]
+    evaluated = EVALUATED_CLASS[expected["box"]]
+    found = read_detection_file(OFFICIAL / expected["detections"], names, class_names, evaluated)
+    sizes = resolve_image_sizes(truth, found.image_sizes)
+    dataset = odgt_dataset(truth, sizes, names)
+    ground_truths = [dataset.annotations(index) for index in range(len(dataset))]
+    return evaluate_crowdhuman(found.detections, ground_truths, class_names.index(evaluated), sizes)
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_the_official_numbers(case):
+    result = official_case(case)
+    for key in ("ap", "mr", "ji"):
+        assert abs(result[key] - EXPECTED[case][key]) <= 1e-6, (key, result[key], EXPECTED[case][key])
+
+
+# ---- hand-computed cases ------------------------------------------------------------------------
+
+
 def gt_record(boxes=(), labels=None, ignore=(), ignore_labels=None):
-    boxes = np.array(boxes, dtype=np.float32).reshape(-1, 4)
-    ignore = np.array(ignore, dtype=np.float32).reshape(-1, 4)
+    boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    ignore = np.array(ignore, dtype=np.float64).reshape(-1, 4)
     return {
         "boxes": boxes,
-        "labels": np.zeros(len(boxes), dtype=np.int64)
-        if labels is None
-        else np.array(labels, dtype=np.int64),
+        "labels": np.zeros(len(boxes), dtype=np.int64) if labels is None else np.array(labels, dtype=np.int64),
         "ignore": ignore,
         "ignore_labels": (
             np.full(len(ignore), -1, dtype=np.int64) if ignore_labels is None else np.array(ignore_labels)
@@ -41,6 +80,13 @@ def evaluate(dets, gts, class_index=0, **kwargs):
     return evaluate_crowdhuman(dets, gts, class_index, [SIZE] * len(gts), **kwargs)
 
 
+def iou(a, b):
+    """The official IoU of two boxes, eps included."""
+    inter = max(min(a[2], b[2]) - max(a[0], b[0]), 0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return inter / (area - inter + EPS)
+
+
 def test_perfect_detections():
     gts = [gt_record([box(0), box(1), box(2)]), gt_record([box(3)])]
     dets = [det_record([box(0), box(1), box(2)], [0.9, 0.8, 0.7]), det_record([box(3)], [0.6])]
@@ -49,12 +95,13 @@ def test_perfect_detections():
     # a perfect detector on N boxes scores (N - 1) / N, which tends to 1 on real data.
     assert result["ap"] == pytest.approx(3 / 4, abs=1e-12)
     assert result["mr"] == 0.0
-    assert result["ji"] == 1.0
+    # k = m = n per image, and the denominator's eps: 3 / (3 + eps) and 1 / (1 + eps).
+    assert result["ji"] == pytest.approx((3 / (3 + EPS) + 1 / (1 + EPS)) / 2, abs=1e-15)
     assert result["num_annotations"] == 4 and result["num_detections"] == 4
 
 
 def test_false_positive_first_at_fppi_one_tenth():
-    # 10 images, one box each; the best-scored detection is an FP, then 5 TPs.
+    # 10 images, one box each; the best-scored detection is an FP, then 4 TPs.
     gts = [gt_record([box(i)]) for i in range(10)]
     dets = [det_record([box(0), box(20)], [0.90, 0.95])] + [
         det_record([box(i)], [0.9 - i / 100]) for i in range(1, 5)
@@ -64,9 +111,7 @@ def test_false_positive_first_at_fppi_one_tenth():
     # Points (recall, precision): (0, 0), (.1, 1/2), (.2, 2/3), (.3, 3/4), (.4, 4/5), (.5, 5/6).
     recall = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     precision = [0.0, 1 / 2, 2 / 3, 3 / 4, 4 / 5, 5 / 6]
-    expected_ap = sum(
-        (recall[i] - recall[i - 1]) * (precision[i] + precision[i - 1]) / 2 for i in range(1, 6)
-    )
+    expected_ap = sum((recall[i] - recall[i - 1]) * (precision[i] + precision[i - 1]) / 2 for i in range(1, 6))
     assert result["ap"] == pytest.approx(expected_ap, abs=1e-12)
     np.testing.assert_allclose(result["fppi_curve"], [0.1] * 6)
     # FPPI is 0.1 from the first detection: references 0.01 .. 0.1 (five) take miss rate 1,
@@ -93,7 +138,7 @@ def test_ignore_covered_detection_is_dropped():
     half_out = [180, 100, 220, 140]  # IoA 0.5 (less with eps): not absorbed
     result = evaluate([det_record([inside, box(0)], [0.95, 0.9])], gts)
     assert result["num_detections"] == 1 and result["mr"] == 0.0
-    assert result["ji"] == 1.0  # the ignored detection is not counted in n either
+    assert result["ji"] == pytest.approx(1 / (1 + EPS), abs=1e-15)  # not counted in n either
     result = evaluate([det_record([half_out, box(0)], [0.95, 0.9])], gts)
     assert result["num_detections"] == 2
     np.testing.assert_allclose(result["precision_curve"], [0.0, 0.5])
@@ -110,6 +155,17 @@ def test_ignore_regions_per_class_and_for_all_classes():
     assert evaluate(dets, [gt_record([box(0)], ignore=[region], ignore_labels=[-1])])["num_detections"] == 1
 
 
+def test_a_matched_box_is_gone_but_an_ignore_region_absorbs_any_number():
+    region = [100, 100, 200, 200]
+    gts = [gt_record([box(0)], ignore=[region])]
+    dets = [det_record([box(0), box(0), [110, 110, 150, 150], [120, 120, 160, 160]], [0.9, 0.8, 0.7, 0.6])]
+    result = evaluate(dets, gts)
+    # The duplicate of box 0 is an FP (its box is taken, and it is in no region); both boxes in
+    # the region are dropped.
+    np.testing.assert_allclose(result["precision_curve"], [1.0, 0.5])
+    assert result["num_detections"] == 2
+
+
 def test_duplicate_detection_is_a_false_positive():
     gts = [gt_record([box(0), box(1)])]
     result = evaluate([det_record([box(0), box(0), box(1)], [0.9, 0.8, 0.7])], gts)
@@ -118,15 +174,68 @@ def test_duplicate_detection_is_a_false_positive():
     assert result["ap"] == pytest.approx(0.5 * (0.5 + 2 / 3) / 2, abs=1e-12)
     # JI: for t < 0.7 all three count: k=2, n=3, m=2 -> 2/3. t = 0.7 is 0.7000000000000001, so
     # the 0.7 detection is out: k=1, n=2 -> 1/3. t = 0.8 leaves one: 1/2. t = 0.9 leaves none: 0.
-    np.testing.assert_allclose(result["ji_per_threshold"], [2 / 3] * 7 + [1 / 3, 0.5, 0.0])
+    expected = [2 / (3 + EPS)] * 7 + [1 / (3 + EPS), 1 / (2 + EPS), 0.0]
+    np.testing.assert_allclose(result["ji_per_threshold"], expected, rtol=0, atol=1e-15)
 
 
 def test_boxes_are_clipped_to_the_image():
     # The ground truth runs off a 100x100 image; clipped it equals the detection.
     gts = [gt_record([[50, 50, 150, 150]])]
     dets = [det_record([[50, 50, 100, 100]], [0.9])]
-    assert evaluate_crowdhuman(dets, gts, 0, [(100, 100)])["ji"] == 1.0
+    assert evaluate_crowdhuman(dets, gts, 0, [(100, 100)])["ji"] == pytest.approx(1 / (1 + EPS))
     assert evaluate_crowdhuman(dets, gts, 0, [(1000, 1000)])["ji"] == 0.0  # IoU 1/4 unclipped
+
+
+def test_left_corner_is_clipped_to_w_minus_1_and_nothing_is_dropped():
+    # x1 goes to [0, W - 1]: a box beyond the right edge becomes the sliver [99, 100] x [0, 10]
+    # and still counts; so does one starting at x1 = 99.5.
+    gts = [gt_record([[120, 0, 130, 10], [99.5, 20, 100, 30]])]
+    dets = [det_record([[99, 0, 100, 10], [99, 20, 100, 30]], [0.9, 0.8])]
+    result = evaluate_crowdhuman(dets, gts, 0, [(100, 100)])
+    assert result["num_annotations"] == 2
+    np.testing.assert_allclose(result["precision_curve"], [1.0, 1.0])  # both IoU 1 (0 and 1/2 unclipped)
+    # An undetected sliver is a miss like any other box.
+    result = evaluate_crowdhuman([det_record([[99, 0, 100, 10]], [0.9])], gts, 0, [(100, 100)])
+    assert result["recall_curve"].tolist() == [0.5]
+
+
+def test_equal_ious_go_to_the_first_valid_box():
+    # d1 overlaps g1 and g2 by exactly 9/11 each and takes g1; d2 then finds g1 taken and g2
+    # below 0.5 (6/14): an FP. Had d1 taken g2, d2 would have matched g1 (8/12).
+    g1, g2, d1, d2 = [0, 0, 10, 10], [2, 0, 12, 10], [1, 0, 11, 10], [-2, 0, 8, 10]
+    assert iou(d1, g1) == iou(d1, g2) and iou(d2, g1) > 0.5 > iou(d2, g2)
+    result = evaluate([det_record([d1, d2], [0.9, 0.8])], [gt_record([g1, g2])])
+    np.testing.assert_allclose(result["precision_curve"], [1.0, 0.5])
+
+
+def test_the_eps_decides_overlaps_just_above_one_half():
+    # IoU 100 / (10 h) is just above 0.5 for h = 20 - 5e-8, and just below once eps is added.
+    h = 20 - 5e-8
+    result = evaluate([det_record([[0, 0, 10, 10]], [0.9])], [gt_record([[0, 0, 10, h]])])
+    assert 100 / (10 * h) > 0.5 and result["precision_curve"].tolist() == [0.0]
+    # IoA 50.0000005 / 100 is above 0.5 without eps, not with it: the detection stays an FP.
+    region = [5 - 5e-8, 0, 20, 10]
+    result = evaluate([det_record([[0, 0, 10, 10]], [0.9])], [gt_record([box(5)], ignore=[region])])
+    assert result["num_detections"] == 1
+
+
+def test_equal_scores_keep_image_order_then_the_given_order():
+    # Two images with one box each; image 0's detection is an FP, image 1's a TP, both 0.5.
+    # Pooled in image order: FP then TP -> (recall, precision) (0, 0), (1/2, 1/2): AP 1/8.
+    gts = [gt_record([box(0)]), gt_record([box(0)])]
+    result = evaluate([det_record([box(5)], [0.5]), det_record([box(0)], [0.5])], gts)
+    assert result["ap"] == pytest.approx(0.125, abs=1e-12)
+    # In one image, the first of two equal scores matches first. Both overlap box a (IoU 7/13
+    # and 1); a region holds a more than half (IoA 0.55) and near only a quarter, so whichever
+    # comes second is dropped (a) or an FP (near).
+    a = [0, 0, 10, 10]
+    near = [3, 0, 13, 10]
+    region = [-10, -5, 5.5, 15]
+    gts = [gt_record([a], ignore=[region])]
+    result = evaluate([det_record([near, a], [0.5, 0.5])], gts)
+    assert result["num_detections"] == 1 and result["precision_curve"].tolist() == [1.0]
+    result = evaluate([det_record([a, near], [0.5, 0.5])], gts)
+    assert result["num_detections"] == 2
 
 
 def test_ji_uses_maximum_weight_matching_and_official_thresholds():
@@ -134,29 +243,43 @@ def test_ji_uses_maximum_weight_matching_and_official_thresholds():
     # Greedy by score pairs a-g1 and leaves b; the maximum-weight matching pairs a-g2, b-g1.
     g1, g2 = [0, 0, 10, 10], [4, 0, 14, 10]
     a, b = [1, 0, 11, 10], [0, 0, 9, 10]
+    assert iou(a, g2) > 0.5 and iou(a, g1) + iou(b, g2) < iou(a, g2) + iou(b, g1)
     result = evaluate([det_record([a, b], [0.9, 0.7])], [gt_record([g1, g2])])
     assert result["num_detections"] == 2 and result["ap"] == pytest.approx(0.0)  # (0.5, 1) -> (0.5, 0.5)
     # t = 0.0 .. 0.6: k = 2 of m = n = 2. t = 0.7 is 0.7000000000000001, so b (0.7) is out: k = 1, n = 1.
-    np.testing.assert_allclose(result["ji_per_threshold"], [1.0] * 7 + [0.5, 0.5, 0.0])
-    assert result["ji"] == 1.0 and result["ji_score_threshold"] == 0.0
+    expected = [2 / (2 + EPS)] * 7 + [1 / (2 + EPS)] * 2 + [0.0]
+    np.testing.assert_allclose(result["ji_per_threshold"], expected, rtol=0, atol=1e-15)
+    assert result["ji_score_threshold"] == 0.0
 
 
-def test_ji_discounts_ground_truth_inside_ignore_regions_and_skips_empty_images():
+def test_ji_discounts_what_lies_in_ignore_regions_and_averages_over_images_with_something():
     region = [100, 100, 200, 200]
-    gts = [gt_record([box(0), [120, 120, 150, 150]], ignore=[region]), gt_record(), gt_record([box(1)])]
-    dets = [det_record([box(0)], [0.9]), det_record(), det_record([box(1)], [0.8])]
-    # Image 0: the unmatched box inside the region is not counted (m = 1); image 1 has m = n = 0
-    # and is left out of the mean.
-    assert evaluate(dets, gts)["ji"] == 1.0
+    gts = [
+        gt_record([box(0), [120, 120, 150, 150]], ignore=[region]),  # an unmatched box in the region
+        gt_record(),  # m = n = 0: left out of the mean
+        gt_record([], ignore=[region]),  # only a detection in the region: m = n = 0 too
+        gt_record(),  # a detection and no box: m = 0, n = 1, counted with JI 0
+    ]
+    dets = [
+        det_record([box(0)], [0.9]),
+        det_record(),
+        det_record([[110, 110, 150, 150]], [0.8]),
+        det_record([box(1)], [0.7]),
+    ]
+    # Image 0: k = 1, m = 2 - 1, n = 1 -> 1 / (1 + eps); image 3: 0. Two images counted, up to
+    # t = 0.7 (0.7000000000000001), which leaves image 3 empty and no longer counted.
+    ji = evaluate(dets, gts)["ji_per_threshold"]
+    np.testing.assert_allclose(ji, [1 / (1 + EPS) / 2] * 7 + [1 / (1 + EPS)] * 2 + [0.0], rtol=0, atol=1e-15)
 
 
-def test_other_classes_and_low_scores_are_left_out():
+def test_other_classes_and_a_score_threshold_when_asked():
     gts = [gt_record([box(0), box(1)], labels=[0, 1])]
     dets = [det_record([box(0), box(1), box(2)], [0.9, 0.9, 0.005], labels=[0, 1, 0])]
     result = evaluate(dets, gts, class_index=1)
-    assert result["num_annotations"] == 1 and result["num_detections"] == 1 and result["ji"] == 1.0
-    assert evaluate(dets, gts, class_index=0)["num_detections"] == 1  # 0.005 < 0.01
-    assert evaluate(dets, gts, class_index=0, score_threshold=0.0)["num_detections"] == 2
+    assert result["num_annotations"] == 1 and result["num_detections"] == 1
+    # The official protocol scores every detection given; a threshold is ours to ask for.
+    assert evaluate(dets, gts, class_index=0)["num_detections"] == 2
+    assert evaluate(dets, gts, class_index=0, score_threshold=0.01)["num_detections"] == 1
 
 
 def test_no_detections_and_no_ground_truth():
@@ -166,161 +289,75 @@ def test_no_detections_and_no_ground_truth():
     assert (result["ap"], result["ji"]) == (0.0, 0.0)
 
 
-# ---- plain-Python reference on random data ----------------------------------------------------
+# ---- the odgt as the official code reads it -----------------------------------------------------
 
 
-def reference(detections, ground_truths, cls, sizes, score_threshold):
-    """The protocol written with loops: per-detection matching, brute-force maximum-weight matching."""
-    eps = 1e-6
-    refs = [0.0100, 0.0178, 0.0316, 0.0562, 0.1000, 0.1778, 0.3162, 0.5623, 1.0000]
-
-    def clip(b, h, w):
-        return [
-            min(max(b[0], 0), w - 1),
-            min(max(b[1], 0), h - 1),
-            max(min(b[2], w), 0),
-            max(min(b[3], h), 0),
-        ]
-
-    def area(b):
-        return max(b[2] - b[0], 0) * max(b[3] - b[1], 0)
-
-    def inter(a, b):
-        return max(min(a[2], b[2]) - max(a[0], b[0]), 0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0)
-
-    def iou(a, b):
-        return inter(a, b) / (area(a) + area(b) - inter(a, b) + eps)
-
-    def ignored(b, regions):
-        return any(inter(b, r) / (area(b) + eps) > 0.5 for r in regions)
-
-    def best_matching(weights, det_index, used):
-        """(total weight, pairs) of the heaviest matching of detections det_index.. to unused GT."""
-        if det_index == len(weights):
-            return 0.0, []
-        best = best_matching(weights, det_index + 1, used)
-        for j, w in weights[det_index].items():
-            if j not in used:
-                rest = best_matching(weights, det_index + 1, used | {j})
-                if rest[0] + w > best[0]:
-                    best = (rest[0] + w, [(det_index, j)] + rest[1])
-        return best
-
-    pooled, total = [], 0
-    ji_sums, ji_counts = [0.0] * 10, [0] * 10
-    for det, gt, (h, w) in zip(detections, ground_truths, sizes):
-        valid = [clip(list(map(float, b)), h, w) for b, lab in zip(gt["boxes"], gt["labels"]) if lab == cls]
-        regions = [
-            clip(list(map(float, r)), h, w)
-            for r, lab in zip(gt["ignore"], gt["ignore_labels"])
-            if lab in (cls, -1)
-        ]
-        total += len(valid)
-        mine = sorted(
-            [
-                (float(s), clip(list(map(float, b)), h, w))
-                for b, s, lab in zip(det["boxes"], det["scores"], det["labels"])
-                if lab == cls and s >= score_threshold
-            ],
-            key=lambda item: -item[0],
-        )
-        taken = set()
-        for score, b in mine:
-            best, best_iou = None, 0.5
-            for j, g in enumerate(valid):
-                if j not in taken and iou(b, g) > best_iou:
-                    best, best_iou = j, iou(b, g)
-            if best is not None:
-                taken.add(best)
-                pooled.append((score, True))
-            elif not ignored(b, regions):
-                pooled.append((score, False))
-        for i in range(10):
-            kept = [b for s, b in mine if s > 0.1 * i]
-            weights = [{j: iou(b, g) for j, g in enumerate(valid) if iou(b, g) > 0.5} for b in kept]
-            pairs = best_matching(weights, 0, frozenset())[1]
-            k = len(pairs)
-            matched_dets, matched_gts = {p[0] for p in pairs}, {p[1] for p in pairs}
-            n = len(kept) - sum(
-                1 for d, b in enumerate(kept) if d not in matched_dets and ignored(b, regions)
-            )
-            m = len(valid) - sum(
-                1 for j, g in enumerate(valid) if j not in matched_gts and ignored(g, regions)
-            )
-            ji_sums[i] += k / (m + n - k) if m + n - k > 0 else 0.0
-            ji_counts[i] += 1 if (m or n) else 0
-    pooled.sort(key=lambda item: -item[0])
-    tp = fp = 0
-    recall, precision, fppi = [], [], []
-    for _, hit in pooled:
-        tp, fp = tp + hit, fp + (not hit)
-        recall.append(tp / total)
-        precision.append(tp / (tp + fp))
-        fppi.append(fp / len(ground_truths))
-    ap = sum(
-        (recall[i] - recall[i - 1]) * (precision[i] + precision[i - 1]) / 2 for i in range(1, len(recall))
-    )
-    rates = []
-    for ref in refs:
-        at = next((i for i, f in enumerate(fppi) if f >= ref), len(fppi) - 1)
-        rates.append(1 - recall[at])
-    mr = math.exp(sum(math.log(r) for r in rates) / 9) if min(rates) > 0 else 0.0
-    ji = [s / c if c else 0.0 for s, c in zip(ji_sums, ji_counts)]
-    return ap, mr, ji
+def write_odgt(path, records):
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return str(path)
 
 
-def random_crowd(rng, num_images):
-    detections, ground_truths, sizes = [], [], []
-    for _ in range(num_images):
-        h, w = int(rng.integers(80, 200)), int(rng.integers(80, 200))
-        n = int(rng.integers(0, 6))
-        xy = rng.uniform(-20, 100, size=(n, 2))  # crowded, and some boxes run off the image
-        gt_boxes = np.hstack([xy, xy + rng.uniform(15, 60, size=(n, 2))])
-        gt_labels = rng.integers(0, 2, size=n)
-        near = np.repeat(gt_boxes, 2, axis=0) + rng.normal(0, 5, size=(2 * n, 4))
-        far_xy = rng.uniform(0, 180, size=(3, 2))
-        far = np.hstack([far_xy, far_xy + rng.uniform(10, 50, size=(3, 2))])
-        boxes = np.vstack([near, far])
-        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-        m = int(rng.integers(0, 3))
-        ign_xy = rng.uniform(0, 150, size=(m, 2))
-        detections.append(
-            {
-                "boxes": boxes,
-                "scores": np.round(
-                    rng.uniform(0, 1, size=len(boxes)), 1
-                ),  # ties, and scores equal to 0.1 * i
-                "labels": np.concatenate([np.repeat(gt_labels, 2), rng.integers(0, 2, size=3)]),
-            }
-        )
-        ground_truths.append(
-            {
-                "boxes": gt_boxes.astype(np.float32),
-                "labels": gt_labels,
-                "ignore": np.hstack([ign_xy, ign_xy + rng.uniform(20, 90, size=(m, 2))]).astype(np.float32),
-                "ignore_labels": rng.integers(-1, 2, size=m),
-            }
-        )
-        sizes.append((h, w))
-    return detections, ground_truths, sizes
+def person(x, tag="person", extra=None, head_attr=None):
+    """A gtbox whose fbox, vbox and hbox tell apart by their widths (40, 30, 10)."""
+    gtbox = {"tag": tag, "fbox": [x, 0, 40, 80], "vbox": [x, 0, 30, 60], "hbox": [x, 0, 10, 10]}
+    if extra is not None:
+        gtbox["extra"] = extra
+    if head_attr is not None:
+        gtbox["head_attr"] = head_attr
+    return gtbox
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_plain_python_reference(seed, monkeypatch):
-    rng = np.random.default_rng(seed)
-    detections, ground_truths, sizes = random_crowd(rng, 60)
-    for cls in (0, 1):
-        ap, mr, ji = reference(detections, ground_truths, cls, sizes, 0.01)
-        result = evaluate_crowdhuman(detections, ground_truths, cls, sizes)
-        assert result["ap"] == pytest.approx(ap, abs=1e-12)
-        assert result["mr"] == pytest.approx(mr, abs=1e-12)
-        np.testing.assert_allclose(result["ji_per_threshold"], ji, rtol=0, atol=1e-12)
-        assert result["ji"] == pytest.approx(max(ji), abs=1e-12)
-        monkeypatch.setattr(matching, "BLOCK_ELEMENTS", 30)
-        small_blocks = evaluate_crowdhuman(detections, ground_truths, cls, sizes)
-        monkeypatch.undo()
-        assert (small_blocks["ap"], small_blocks["mr"], small_blocks["ji"]) == (
-            result["ap"],
-            result["mr"],
-            result["ji"],
-        )
+def test_odgt_valid_and_ignored_boxes_per_kind(tmp_path):
+    odgt = write_odgt(tmp_path / "gt.odgt", [{"ID": "a", "gtboxes": [
+        person(0, extra={"box_id": 0}, head_attr={"ignore": 0}),
+        person(100, tag="mask", extra={"ignore": 1}, head_attr={}),
+        person(200, extra={"ignore": 1}),  # an ignored person: body and head ignored
+        person(300, head_attr={"ignore": 1}),  # a valid body with an ignored head
+        person(400),
+    ]}])
+    full = read_odgt_ground_truth(odgt, ["person", "head"], "full").annotations[0]
+    bodies = full["labels"] == 0
+    assert full["boxes"][bodies].tolist() == [[0, 0, 40, 80], [300, 0, 340, 80], [400, 0, 440, 80]]
+    assert full["ignore"][full["ignore_labels"] == 0].tolist() == [[100, 0, 140, 80], [200, 0, 240, 80]]
+    assert full["boxes"][~bodies].tolist() == [[0, 0, 10, 10], [400, 0, 410, 10]]
+    assert full["ignore"][full["ignore_labels"] == 1][:, 0].tolist() == [100, 200, 300]
+    visible = read_odgt_ground_truth(odgt, ["person"], "visible").annotations[0]
+    assert visible["boxes"][:, 2].tolist() == [30, 330, 430] and visible["ignore"][:, 2].tolist() == [130, 230]
+    heads = read_odgt_ground_truth(odgt, ["person", "head"], "head").annotations[0]
+    assert set(heads["labels"].tolist()) == {1} and heads["ignore"][:, 0].tolist() == [100, 200, 300]
+
+
+def test_odgt_sizes_from_the_records_then_the_detections(tmp_path):
+    odgt = write_odgt(tmp_path / "gt.odgt", [
+        {"ID": "a", "height": 50, "width": 60, "gtboxes": [person(0), person(100)]},
+        {"ID": "b", "gtboxes": [person(0)]},
+    ])
+    truth = read_odgt_ground_truth(odgt, ["person"], "full")
+    assert truth.image_sizes == [(50, 60), None]
+    # The ground-truth record's size wins over the detection record's, as in the official code.
+    assert resolve_image_sizes(truth, [(5, 6), (70, 80)]) == [(50, 60), (70, 80)]
+    with pytest.raises(UserError, match=r"gt.odgt:2: no size for image 'b': .*\(1 such images\); give --images_dir"):
+        resolve_image_sizes(truth, [(5, 6), None])
+    dataset = odgt_dataset(truth, [(50, 60), (70, 80)], ["a.jpg", "b.jpg"])
+    assert dataset.image_size(0) == (50, 60)
+    # Clipped the official way: y2 to H, and x1 of the box right of the image to W - 1.
+    assert dataset.annotations(0)["boxes"].tolist() == [[0, 0, 40, 50], [59, 0, 60, 50]]
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"ID": "a", "gtboxes": [person(0, tag="car")]}, "gtbox 0: unknown tag 'car'"),
+    ({"ID": "a", "gtboxes": [{"tag": "person", "fbox": [0, 0, 1]}]}, r"gtbox 0: 'fbox' must be \[x, y, width"),
+    ({"ID": "a", "gtboxes": [{"tag": "person", "fbox": [0, 0, -1, 1]}]}, r"gtbox 0: 'fbox' \[0, 0, -1, 1\] has a"),
+    ({"ID": "a", "gtboxes": [person(0, extra=1)]}, "gtbox 0: 'extra' must be an object"),
+    ({"ID": "a", "height": 0, "width": 5, "gtboxes": []}, '"height" must be a positive integer'),
+])
+def test_odgt_bad_records(tmp_path, record, message):
+    odgt = write_odgt(tmp_path / "gt.odgt", [{"ID": "z", "gtboxes": []}, record])
+    with pytest.raises(UserError, match=f"gt.odgt:2: {message}"):
+        read_odgt_ground_truth(odgt, ["person", "head"], "full")
+
+
+def test_odgt_image_twice(tmp_path):
+    odgt = write_odgt(tmp_path / "gt.odgt", [{"ID": "a", "gtboxes": []}, {"ID": "a", "gtboxes": []}])
+    with pytest.raises(UserError, match=r"gt.odgt:2: image 'a' again \(first on line 1\)"):
+        read_odgt_ground_truth(odgt, ["person"], "full")

@@ -11,22 +11,29 @@ numbers.
 
 CrowdHuman's official format (CrowdDet, mmdet), one JSON object per image::
 
-    {"ID": "<image id>", "dtboxes": [{"box": [x, y, w, h], "score": s, "tag": t}, ...], ...}
+    {"ID": "<image id>", "height": H, "width": W,
+     "dtboxes": [{"box": [x, y, w, h], "score": s, "tag": t}, ...]}
 
-``ID`` is the image file name without directory and extension. ``tag`` is a class name;
-CrowdDet and mmdet write the number 1 instead, so detections whose tag is not a string
-go to ``untagged_class`` when one is given. Those boxes are returned as float64, the
-values the official evaluation computes with.
+``ID`` is the image file name without directory and extension; ``height`` and ``width``
+are optional (CrowdDet writes them, and the official evaluation clips with them). ``tag``
+is a class name; CrowdDet and mmdet write the number 1 instead, meaning the class being
+evaluated, so detections whose tag is not a string go to ``untagged_class`` when one is
+given. Those boxes are returned as float64, x2 = x + w computed as the official code does.
+
+Our records name an image as the caller's ``image_names`` do, or as its ``other_names``
+(e.g. the path exactly as the annotation file writes it); both are compared after
+``os.path.normpath``, so ``./a.jpg`` is ``a.jpg``.
 """
 
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from retinanet.errors import UserError
+from retinanet.evaluation.crowdhuman import record_image_size
 from retinanet.io_utils import atomic_open
 
 PathLike = Union[str, os.PathLike]
@@ -169,31 +176,55 @@ def _parse_official(record: dict, class_index: dict, untagged_class: Optional[st
     return image, {"boxes": boxes, "scores": scores, "labels": _class_indices(tags, class_index)}
 
 
-def read_detections(
+class DetectionFile(NamedTuple):
+    """What ``read_detection_file`` returns, per entry of its ``image_names``.
+
+    detections (I,): {boxes (D, 4) x1y1x2y2, scores (D,), labels (D,) int64};
+    image_sizes (I,): (H, W) from an official record's ``height`` and ``width``, else None.
+    """
+
+    detections: "list[dict]"
+    image_sizes: "list[Optional[tuple[int, int]]]"
+
+
+def _name_index(image_names: Sequence[str], other_names: Optional[Sequence[str]]) -> "dict[str, list[int]]":
+    """Normalised spelling -> the images it names (more than one: ambiguous)."""
+    index: "dict[str, list[int]]" = {}
+    for spellings in (image_names, other_names or ()):
+        for image, name in enumerate(spellings):
+            images = index.setdefault(os.path.normpath(name), [])
+            if image not in images:
+                images.append(image)
+    return index
+
+
+def read_detection_file(
     path: PathLike,
     image_names: Sequence[str],
     class_names: Sequence[str],
     untagged_class: Optional[str] = None,
-) -> "list[dict]":
+    other_names: Optional[Sequence[str]] = None,
+) -> DetectionFile:
     """Read saved detections (our JSON lines or CrowdHuman's official format, line by line).
 
-    Returns one {boxes (D, 4) x1y1x2y2, scores (D,), labels (D,) int64} per entry of
-    image_names, in that order; an image without a record has no detections. Our
-    records are matched by "image" == name, official ones by "ID" == the name's file
-    name without extension. Any problem is a UserError "path:line: what is wrong":
-    bad JSON or fields, an unknown class, a second record for one image, and records
-    of images that are not in image_names (the first one named, with their count).
+    image_names (I,): the images, in the order of the result; other_names (I,): a further
+    spelling our records may use for each (module docstring). An image without a record has
+    no detections. Official records are matched by "ID" == the name's file name without
+    extension. Any problem is a UserError "path:line: what is wrong": bad JSON or fields, an
+    unknown class, a second record for one image, a name that fits two images, and records of
+    images that are not in image_names (the first one named, with their count).
     """
     class_index = {name: index for index, name in enumerate(class_names)}
     if untagged_class is not None and untagged_class not in class_index:
         raise UserError(
             f"class {untagged_class!r} for untagged detections is not one of: {', '.join(class_names)}"
         )
-    by_name = {name: index for index, name in enumerate(image_names)}
+    by_name = _name_index(image_names, other_names)
     by_id: "dict[str, list[int]]" = {}
     for index, name in enumerate(image_names):
         by_id.setdefault(Path(name).stem, []).append(index)
     detections: "list[Optional[dict]]" = [None] * len(image_names)
+    sizes: "list[Optional[tuple[int, int]]]" = [None] * len(image_names)
     first_line = [0] * len(image_names)
     unknown = []  # (line, image) of records for images outside image_names
     try:
@@ -215,39 +246,55 @@ def read_detections(
                 raise UserError(f"{path}:{line_number}: not UTF-8 text") from None
             except RecursionError:
                 raise UserError(f"{path}:{line_number}: JSON nested too deeply") from None
+            size = None
             try:
                 if not isinstance(record, dict):
                     raise ValueError("expected a JSON object")
                 if "dtboxes" in record:
                     image, parsed = _parse_official(record, class_index, untagged_class)
+                    size = record_image_size(record)
                     candidates = by_id.get(image, [])
-                    if len(candidates) > 1:
-                        raise ValueError(
-                            f"ID {image!r} fits images {image_names[candidates[0]]!r} and "
-                            f"{image_names[candidates[1]]!r}"
-                        )
-                    index = candidates[0] if candidates else None
+                    what = "ID"
                 elif "image" in record:
                     image, parsed = _parse_ours(record, class_index)
-                    index = by_name.get(image)
+                    candidates = by_name.get(os.path.normpath(image), [])
+                    what = "image"
                 else:
                     raise ValueError('a record needs "image" (our format) or "ID" and "dtboxes" (CrowdHuman)')
+                if len(candidates) > 1:
+                    raise ValueError(
+                        f"{what} {image!r} fits images {image_names[candidates[0]]!r} and "
+                        f"{image_names[candidates[1]]!r}"
+                    )
             except ValueError as error:
                 raise UserError(f"{path}:{line_number}: {error}") from None
-            if index is None:
+            if not candidates:
                 unknown.append((line_number, image))
                 continue
+            index = candidates[0]
             if detections[index] is not None:
                 raise UserError(
                     f"{path}:{line_number}: a second record for image {image!r} (the first is on line "
                     f"{first_line[index]})"
                 )
-            detections[index] = parsed
-            first_line[index] = line_number
+            detections[index], sizes[index], first_line[index] = parsed, size, line_number
     if unknown:
         line_number, image = unknown[0]
         raise UserError(
             f"{path}:{line_number}: detections for image {image!r}, which is not in the ground truth "
             f"({len(unknown)} such record{'s' if len(unknown) > 1 else ''})"
         )
-    return [record if record is not None else _empty(np.float32) for record in detections]
+    return DetectionFile(
+        [record if record is not None else _empty(np.float32) for record in detections], sizes
+    )
+
+
+def read_detections(
+    path: PathLike,
+    image_names: Sequence[str],
+    class_names: Sequence[str],
+    untagged_class: Optional[str] = None,
+    other_names: Optional[Sequence[str]] = None,
+) -> "list[dict]":
+    """The detections of ``read_detection_file``, without the image sizes."""
+    return read_detection_file(path, image_names, class_names, untagged_class, other_names).detections

@@ -1,4 +1,4 @@
-"""Vectorised overlaps and greedy matching shared by the VOC and CrowdHuman evaluations.
+"""Vectorised overlaps and greedy matching for the VOC evaluation, and the flat-array data contract.
 
 Detections and ground truth of a whole data set are handled as flat arrays plus a
 *group* id per box (the image, or image x class). Pairwise work is done on padded
@@ -6,12 +6,11 @@ Detections and ground truth of a whole data set are handled as flat arrays plus 
 loop is over the detection rank inside a block (at most the largest number of
 detections of one group), each step working on every group of the block at once.
 
-    IoU(a, b) = |a ∩ b| / (|a| + |b| - |a ∩ b| + eps)
-    IoA(a, r) = |a ∩ r| / (|a| + eps)          (how much of box a lies inside region r)
+    IoU(a, b) = |a ∩ b| / (|a| + |b| - |a ∩ b|)
+    IoA(a, r) = |a ∩ r| / |a|          (how much of box a lies inside region r)
 
-A zero denominator gives 0. ``eps = 0`` is the plain formula (VOC); the official
-CrowdHuman code adds ``eps = 1e-6`` to both denominators, and we do the same there
-so that scores on the 0.5 boundary fall on the same side.
+A zero denominator gives 0. (The CrowdHuman protocol has its own overlaps, with the official
+code's eps: ``retinanet.evaluation.crowdhuman``.)
 """
 
 from typing import Iterator, NamedTuple, Optional, Sequence
@@ -44,35 +43,20 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
     return np.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * np.maximum(boxes[..., 3] - boxes[..., 1], 0.0)
 
 
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray, eps: float = 0.0) -> np.ndarray:
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """IoU of boxes1 (..., N, 4) with boxes2 (..., M, 4) -> (..., N, M); leading dims broadcast."""
     intersection = _intersection(boxes1, boxes2)
     union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :]
     union -= intersection
-    union += eps
     # A zero union means two empty boxes, whose intersection (left in place) is already 0.
     return np.divide(intersection, union, out=intersection, where=union > 0)
 
 
-def box_ioa(boxes: np.ndarray, regions: np.ndarray, eps: float = 0.0) -> np.ndarray:
+def box_ioa(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """Intersection over the area of each box: boxes (..., N, 4), regions (..., M, 4) -> (..., N, M)."""
     intersection = _intersection(boxes, regions)
-    area = box_area(boxes)[..., :, None] + eps
+    area = box_area(boxes)[..., :, None]
     return np.divide(intersection, area, out=intersection, where=area > 0)
-
-
-def clip_boxes_official(boxes: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> np.ndarray:
-    """Clip boxes (N, 4) to their image the way the official CrowdHuman code does.
-
-    heights, widths: (N,) size of each box's image. x1 goes to [0, W - 1], y1 to
-    [0, H - 1], x2 to [0, W], y2 to [0, H] (a box off the right edge keeps one pixel).
-    """
-    clipped = np.empty_like(boxes, dtype=np.float64)
-    clipped[:, 0] = np.minimum(np.maximum(boxes[:, 0], 0.0), widths - 1.0)
-    clipped[:, 1] = np.minimum(np.maximum(boxes[:, 1], 0.0), heights - 1.0)
-    clipped[:, 2] = np.maximum(np.minimum(boxes[:, 2], widths), 0.0)
-    clipped[:, 3] = np.maximum(np.minimum(boxes[:, 3], heights), 0.0)
-    return clipped
 
 
 class GroupBlock(NamedTuple):
@@ -152,9 +136,9 @@ def gather_padded(boxes: np.ndarray, index: np.ndarray) -> np.ndarray:
     return padded
 
 
-def block_iou(block: GroupBlock, row_boxes: np.ndarray, col_boxes: np.ndarray, eps: float) -> np.ndarray:
+def block_iou(block: GroupBlock, row_boxes: np.ndarray, col_boxes: np.ndarray) -> np.ndarray:
     """IoU of a block's rows with its columns (B, R, C); -inf where either side is padding."""
-    ious = box_iou(gather_padded(row_boxes, block.rows), gather_padded(col_boxes, block.cols), eps)
+    ious = box_iou(gather_padded(row_boxes, block.rows), gather_padded(col_boxes, block.cols))
     ious[(block.rows < 0)[:, :, None] | (block.cols < 0)[:, None, :]] = -np.inf
     return ious
 
@@ -194,7 +178,6 @@ def greedy_match(
     num_groups: int,
     iou_threshold: float,
     inclusive: bool,
-    eps: float = 0.0,
 ) -> np.ndarray:
     """Greedy score-ordered matching of detections to ground truth inside each group.
 
@@ -207,7 +190,7 @@ def greedy_match(
     """
     matches = np.full(len(det_boxes), -1, dtype=np.int64)
     for block in iter_group_blocks(det_groups, gt_groups, num_groups):
-        ious = block_iou(block, det_boxes, gt_boxes, eps)
+        ious = block_iou(block, det_boxes, gt_boxes)
         rows, cols = greedy_match_block(block, ious, iou_threshold, inclusive)
         matches[rows] = cols
     return matches
@@ -219,13 +202,12 @@ def max_ioa_in_group(
     regions: np.ndarray,
     region_groups: np.ndarray,
     num_groups: int,
-    eps: float = 0.0,
 ) -> np.ndarray:
     """For each box (N, 4), the largest IoA with the regions (M, 4) of its own group -> (N,); 0 if none."""
     best = np.zeros(len(boxes), dtype=np.float64)
     for block in iter_group_blocks(groups, region_groups, num_groups):
         # Padding regions are empty boxes at the origin: their IoA is 0, which never wins the max.
-        ioas = box_ioa(gather_padded(boxes, block.rows), gather_padded(regions, block.cols), eps)
+        ioas = box_ioa(gather_padded(boxes, block.rows), gather_padded(regions, block.cols))
         real = block.rows >= 0
         best[block.rows[real]] = ioas.max(axis=2)[real]
     return best

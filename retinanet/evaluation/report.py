@@ -46,9 +46,10 @@ def format_summary(
     if crowdhuman_results:
         name_width = max([len("class")] + [len(name) for name in crowdhuman_results])
         threshold = next(iter(crowdhuman_results.values()))["score_threshold"]
+        scored = "every detection" if threshold is None else f"score >= {threshold:g}"
         lines += [
             "",
-            f"CrowdHuman protocol (score >= {threshold:g}, no cap on detections per image)",
+            f"CrowdHuman protocol ({scored}, no cap on detections per image)",
             f"{'class':<{name_width}}  {'AP':>7}  {'MR^-2':>7}  {'JI':>7}  {'JI at score >':>13}",
         ]
         for name, result in crowdhuman_results.items():
@@ -73,8 +74,9 @@ def build_metrics_json(
     "num_detections", "precision", "recall"}}, "crowdhuman": {name: {"ap", "mr" (a fraction),
     "ji", "ji_score_threshold", "num_annotations"}}, "coco": {...}, "settings": {...}}.
 
-    "crowdhuman" and "coco" appear only when given; "settings" holds the VOC thresholds,
-    the CrowdHuman score threshold and whatever the caller adds (model, data, flags).
+    "crowdhuman" and "coco" appear only when given; "settings" holds the VOC thresholds, the
+    CrowdHuman score threshold (None: every detection) and whatever the caller adds (model,
+    data, flags).
     """
     document = {
         "map": voc_result["map"],

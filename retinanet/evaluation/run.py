@@ -36,7 +36,8 @@ from retinanet.io_utils import write_json
 from retinanet.model import RESNET_DEPTHS
 from retinanet.validation import dataset_ground_truths
 
-# The CrowdHuman protocol scores detections down to 0.01 ...
+# The CrowdHuman protocol scores every detection it is given, as the official code does, so a
+# model run for it keeps detections down to 0.01 ...
 CROWDHUMAN_SCORE_THRESHOLD = 0.01
 # ... with no small cap per image: the most crowded validation images hold a few hundred
 # people and as many heads, so 1000 never cuts a detection that could match.
@@ -190,7 +191,8 @@ def evaluate_and_report(
     detections: per dataset index {boxes (D, 4) x1y1x2y2 original pixels, scores (D,), labels (D,)};
     dataset: a DetectionDataset (annotations(i), image_size(i), class_names); names: (I,) image
     names for detections.jsonl and the COCO ground truth. crowdhuman: compute AP / MR^-2 / JI for
-    person and head (those with ground truth). coco_gt: COCO annotation file or dict to score the
+    person and head (those with ground truth), from every detection given, clipped to
+    ``dataset.image_size``. coco_gt: COCO annotation file or dict to score the
     COCO results against, None to skip COCO AP; coco_image_ids (I,), coco_category_ids (K,): the ids
     of the COCO results. Returns the metrics.json document.
     """
@@ -207,8 +209,7 @@ def evaluate_and_report(
         indices = tqdm(range(len(dataset)), desc="image sizes", unit="image")
         sizes = [dataset.image_size(index) for index in indices]
         crowdhuman_results = {
-            name: evaluate_crowdhuman(detections, ground_truths, label, sizes, CROWDHUMAN_SCORE_THRESHOLD)
-            for name, label in classes.items()
+            name: evaluate_crowdhuman(detections, ground_truths, label, sizes) for name, label in classes.items()
         }
 
     os.makedirs(output_dir, exist_ok=True)
