@@ -12,6 +12,12 @@ COCO_CLASS_NAMES = (
     "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 
+# The official category id of each name above: 1..90 with the gaps of the 11 paper categories never annotated.
+COCO_CATEGORY_IDS = (
+    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83),
+    *range(84, 91),
+)
+
 # VOC-style spellings used by the CrowdHuman fork's coco_names_with_head list.
 CLASS_NAME_ALIASES = {
     "motorbike": "motorcycle",

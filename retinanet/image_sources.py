@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from retinanet.data import Transform, collate_batch, read_image
+from retinanet.data.image_io import IMAGE_EXTENSIONS, has_image_extension
 from retinanet.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 _GLOB_CHARACTERS = "*?["
 
@@ -37,17 +37,13 @@ class InputSpec:
     not_images: List[str] = field(default_factory=list)
 
 
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def _images_among(candidates: List[str], source: str) -> InputSpec:
     files = sorted(path for path in candidates if os.path.isfile(path))
-    images = [path for path in files if _is_image(path)]
+    images = [path for path in files if has_image_extension(path)]
     if not images:
         raise UserError(f"{source}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     root = os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in images])
-    return InputSpec("images", images, root, [path for path in files if not _is_image(path)])
+    return InputSpec("images", images, root, [path for path in files if not has_image_extension(path)])
 
 
 def resolve_input(text: str) -> InputSpec:

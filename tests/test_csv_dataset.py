@@ -146,15 +146,27 @@ def test_missing_image_names_the_image_and_its_line(tmp_path, monkeypatch):
     )
 
 
-def test_unreadable_image_names_the_image_and_its_line_when_loaded(tmp_path):
+def test_unreadable_image_fails_at_start_up_naming_the_image_and_its_line(tmp_path):
     _write_image(tmp_path / "a.png", 10, 10)
     (tmp_path / "broken.png").write_bytes(b"not an image at all")
     path = tmp_path / "train.csv"
     path.write_text("a.png,1,2,3,4,person\nbroken.png,1,2,3,4,person\n")
+    with pytest.raises(UserError) as error:
+        CSVDataset(path, CLASSES)
+    assert str(error.value).startswith(f"{path}:2: {tmp_path / 'broken.png'}: not a readable image")
+
+
+def test_image_damaged_after_its_header_names_the_image_and_its_line_when_loaded(tmp_path):
+    _write_image(tmp_path / "a.png", 10, 10)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])  # IHDR intact, image data cut
+    path = tmp_path / "train.csv"
+    path.write_text("a.png,1,2,3,4,person\ncut.png,1,2,3,4,person\n")
     dataset = CSVDataset(path, CLASSES)
+    assert dataset.image_size(1) == (10, 10)
     with pytest.raises(UserError) as error:
         dataset[1]
-    assert str(error.value).startswith(f"{path}:2: {tmp_path / 'broken.png'}: not a readable image")
+    assert str(error.value).startswith(f"{path}:2: {tmp_path / 'cut.png'}: not a readable image")
 
 
 def test_missing_or_empty_annotation_file_and_bad_arguments(tmp_path):
@@ -235,6 +247,22 @@ def test_unreadable_files_are_user_errors(tmp_path):
             read_image_size(tmp_path / name)
     with pytest.raises(UserError, match="cannot read image"):
         read_image(tmp_path / "missing.png")
+
+
+def test_start_up_shows_a_progress_bar_only_for_large_files_and_on_rank_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("retinanet.data.dataset.PROGRESS_MIN_IMAGES", 3)
+    for name in "abc":
+        _write_image(tmp_path / f"{name}.png", 10, 10)
+    (tmp_path / "small.csv").write_text("a.png,1,2,3,4,person\nb.png,1,2,3,4,person\n")
+    (tmp_path / "large.csv").write_text("a.png,,,,,\nb.png,,,,,\nc.png,1,2,3,4,person\n")
+    CSVDataset(tmp_path / "small.csv", CLASSES)
+    assert capsys.readouterr().err == ""
+    CSVDataset(tmp_path / "large.csv", CLASSES)
+    bar = capsys.readouterr().err
+    assert "image sizes (large.csv): 100%" in bar and "3/3 [" in bar  # [elapsed<remaining, rate]
+    monkeypatch.setenv("RANK", "1")
+    CSVDataset(tmp_path / "large.csv", CLASSES)
+    assert capsys.readouterr().err == ""
 
 
 def test_dataloader_with_two_workers(tmp_path):

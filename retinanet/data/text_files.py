@@ -7,10 +7,13 @@ from retinanet.errors import UserError
 
 
 def read_csv_rows(path: str, delimiter: str = ",") -> "Iterator[tuple[int, list[str]]]":
-    """(line number, fields) of every non-blank row of a UTF-8 csv file (a BOM is allowed).
+    """(line number, fields) of every non-blank row of a UTF-8 csv file.
 
-    The line number is the physical line where the row ends, so quoted fields with newlines
-    still point at the right place. Undecodable bytes and csv syntax errors are ``UserError``s.
+    Accepted as spreadsheets and editors write them: a byte-order mark, CRLF or LF line ends,
+    and blank rows anywhere (empty, spaces only or separators only, as spreadsheets leave
+    after the last row), which are skipped. The line number is the physical line where the row
+    ends, so quoted fields with newlines still point at the right place. Undecodable bytes and
+    csv syntax errors are ``UserError``s.
     """
     line = 0
     try:
@@ -18,7 +21,7 @@ def read_csv_rows(path: str, delimiter: str = ",") -> "Iterator[tuple[int, list[
             reader = csv.reader(handle, delimiter=delimiter)
             for row in reader:
                 line = reader.line_num
-                if row:
+                if row and (row[0].strip() or any(field.strip() for field in row)):
                     yield line, row
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not a UTF-8 text file ({error.reason})") from None
@@ -36,9 +39,9 @@ def read_text_lines(path: str) -> "Iterator[tuple[int, str]]":
 
 
 def load_json(path: str):
-    """Parse a JSON file; a syntax error is a ``UserError`` with its line number."""
+    """Parse a UTF-8 JSON file (a byte-order mark is allowed); a syntax error is a ``UserError`` with its line."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}: invalid JSON ({error.msg}, column {error.colno})") from None
