@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> dict:
     return evaluate_and_report(
         detections, dataset, names, args.output_dir,
         iou_threshold=args.iou_threshold, score_threshold=args.score_threshold,
-        crowdhuman=False, coco_gt=dataset.annotation_file,
+        crowdhuman=False, coco_gt=dataset.coco_ground_truth(),
         coco_image_ids=dataset.image_ids, coco_category_ids=dataset.category_ids,
         save_detections=args.model_path is not None, settings=settings,
     )

@@ -117,3 +117,28 @@ def test_command_line_error_is_one_line_and_exit_status_2(tmp_path):
     expected = os.path.join(str(missing), "annotations", "instances_val2017.json")
     [line] = process.stderr.splitlines()
     assert line.startswith(f"error: {expected}: COCO annotation file not found")
+
+
+def test_yolo_style_layout_is_scored_against_its_own_labels(tmp_path):
+    from tests.test_valid_inputs import _write_yolo_coco
+
+    _write_yolo_coco(tmp_path / "coco")
+    dataset_truth = [  # (file, COCO class index, x1y1x2y2) as _write_yolo_coco converts them by hand
+        ("000000000139.jpg", 0, [15, 15, 45, 25]), ("000000000139.jpg", 56, [0, 0, 12, 16]),
+        ("000000000139.jpg", 2, [45, 30, 60, 40]), ("000000000139.jpg", 3, [6, 4, 30, 24]),
+        ("000000000285.jpg", 79, [0, 0, 20, 30]),
+    ]
+    from retinanet.coco_names import COCO_CLASS_NAMES
+
+    records = {}
+    for name, label, box in dataset_truth:
+        record = records.setdefault(name, {"image": name, "boxes": [], "scores": [], "labels": []})
+        record["boxes"].append(box)
+        record["scores"].append(0.9)
+        record["labels"].append(COCO_CLASS_NAMES[label])
+    detections = tmp_path / "perfect.jsonl"
+    detections.write_text("".join(json.dumps(record) + "\n" for record in records.values()))
+    metrics = run("--coco_path", tmp_path / "coco", "--detections", detections, "--output_dir", tmp_path / "out")
+    # The sub-pixel box of image 139 is missed by every detector: 5 of the 6 ground-truth boxes are found.
+    assert metrics["coco"]["AR100"] == pytest.approx(5 / 6, abs=1e-6)
+    assert metrics["per_class"]["person"]["ap"] == 1.0

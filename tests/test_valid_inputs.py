@@ -10,15 +10,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from retinanet.coco_names import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from retinanet.data import CocoDataset, CSVDataset, Transform, read_class_list, read_image, read_image_size
 from retinanet.errors import UserError
 from retinanet.evaluation import evaluate_coco
 from retinanet.image_sources import ImageFiles, resolve_input
-
-Image = pytest.importorskip("PIL.Image")
-ImageOps = pytest.importorskip("PIL.ImageOps")
 
 CLASSES = ["person", "head"]
 
