@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from tqdm import tqdm
 
+from retinanet import cli
 from retinanet.cli import add_inference_arguments, check_inference_arguments
 from retinanet.data.crowdhuman import BODY_CLASS, HEAD_CLASS
 from retinanet.data.dataset import DetectionDataset
@@ -33,7 +34,6 @@ from retinanet.evaluation.matching import flatten_ground_truths
 from retinanet.evaluation.report import build_metrics_json, format_summary, plot_pr_curves
 from retinanet.evaluation.voc import evaluate_voc, ignore_regions_per_class
 from retinanet.io_utils import write_json
-from retinanet.model import RESNET_DEPTHS
 from retinanet.validation import dataset_ground_truths
 
 # The CrowdHuman protocol scores every detection it is given, as the official code does, so a
@@ -47,11 +47,7 @@ CROWDHUMAN_MAX_DETECTIONS = 1000
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags both scripts take for running a checkpoint, or for reading saved detections instead."""
     group = parser.add_argument_group("model (or --detections)")
-    group.add_argument("--model_path", "--model", dest="model_path",
-                       help="checkpoint to evaluate: ours, a bare state dict or the published "
-                            "pytorch-retinanet weights")
-    group.add_argument("--depth", type=int, choices=sorted(RESNET_DEPTHS),
-                       help="ResNet depth; checked against the checkpoint (default: read from it)")
+    cli.add_model_arguments(group, required=False)  # --model_path/--model and --depth, as every script
     add_inference_arguments(group)
     group.add_argument("--amp", action="store_true", help="mixed-precision inference (CUDA: fp16, CPU: bf16)")
     group.add_argument("--detections",
