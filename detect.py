@@ -187,14 +187,23 @@ def main(args: argparse.Namespace) -> dict:
               f"(e.g. {spec.not_images[0]}; all listed in summary.json)")
     result = run_inference(model, batches, device, description="detect")
     skipped = {error["index"] for error in batches.errors}
-    kept = {index: select_detections(detections, args.score_threshold, shown)
-            for index, detections in enumerate(result["detections"]) if index not in skipped}
+    # Each image's arrays are replaced by their selection as it is made, so the detections of a long
+    # video are never held twice.
+    detections_by_index = result.pop("detections")
+    kept = {}
+    for index, detections in enumerate(detections_by_index):
+        if index not in skipped:
+            kept[index] = select_detections(detections, args.score_threshold, shown)
+        detections_by_index[index] = None
     if not kept:
         raise UserError(f"{args.input}: none of the {len(spec.paths)} images could be read")
 
+    unit = "frames" if video is not None else "images"
     records_path = os.path.join(args.output_dir, "detections.jsonl")
     with atomic_open(records_path, "w", encoding="utf-8") as handle:
-        for index, detections in kept.items():
+        # Image records read each file's header again for its size: seconds over thousands of files.
+        for index, detections in tqdm(kept.items(), total=len(kept), desc="detections.jsonl", unit=unit[:-1],
+                                      dynamic_ncols=True):
             if video is None:
                 height, width = read_image_size(spec.paths[index])
                 where = {"file": spec.paths[index], "height": height, "width": width}
@@ -213,7 +222,6 @@ def main(args: argparse.Namespace) -> dict:
                                               class_names, target)
             outputs.append(f"{target} ({annotated} frames)")
 
-    unit = "frames" if video is not None else "images"
     summary = {
         "input": args.input,
         "kind": spec.kind,

@@ -20,6 +20,9 @@ from retinanet.data.image_io import IMAGE_EXTENSIONS, has_image_extension
 from retinanet.errors import UserError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+# Batches each loader worker decodes ahead of the model: enough to hide decoding, and a bound on
+# the samples alive at once whatever the input's length.
+PREFETCH_BATCHES = 2
 _GLOB_CHARACTERS = "*?["
 
 
@@ -208,7 +211,10 @@ def make_batches(spec: InputSpec, transform: Transform, batch_size: int, num_wor
     """Batches for ``run_inference`` over ``spec``, and the video's properties (None for images).
 
     Unreadable images are skipped and reported when there are several inputs; a single unreadable
-    input is an error. A video is decoded by one worker at most (in order).
+    input is an error. A video is decoded by one worker at most (in order). Inputs are decoded as
+    the batches are consumed: at most ``batch_size * (PREFETCH_BATCHES * workers + 1)`` samples are
+    alive at once, however long the video or the list of images. ``len()`` of the batches, the total
+    of a progress bar, comes from a video's header frame count when it has one.
     """
     if batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {batch_size}")
@@ -224,6 +230,6 @@ def make_batches(spec: InputSpec, transform: Transform, batch_size: int, num_wor
         info = None
         num_batches = -(-len(dataset) // batch_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_readable)
+                        collate_fn=collate_readable, prefetch_factor=PREFETCH_BATCHES if num_workers else None)
     skip = spec.kind == "images" and len(spec.paths) > 1
     return ReadableBatches(loader, skip, on_error, num_batches), info
