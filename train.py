@@ -6,6 +6,7 @@ Usage:
     python train.py --dataset coco --coco_path data/COCO2017 --depth 50
     python train.py ... --model_path weights/coco_resnet_50_map_0_335_state_dict.pt   # fine-tune, classes by name
     python train.py ... --resume weights/last.pt                                        # continue exactly
+    python train.py ... --resume weights/last.pt --epochs 150                           # go on to 150 epochs
     torchrun --nproc_per_node=4 train.py ...                                           # multi-GPU (DDP)
 """
 import argparse
@@ -16,7 +17,14 @@ import time
 
 import torch
 
-from retinanet.checkpoint import CHECKPOINT_FORMAT, load_weights, read_checkpoint_file, save_checkpoint, unwrap_model
+from retinanet.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_optimizer_state,
+    load_weights,
+    read_checkpoint_file,
+    save_checkpoint,
+    unwrap_model,
+)
 from retinanet.cli import add_device_argument, resolve_device, run_cli
 from retinanet.data import (
     AspectRatioBatchSampler,
@@ -26,7 +34,7 @@ from retinanet.data import (
     collate_batch,
     init_loader_worker,
 )
-from retinanet.distributed import all_true, barrier, init_distributed, process_device, shutdown
+from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distributed, process_device, shutdown
 from retinanet.engine import autocast_dtype, train_one_epoch
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_open
@@ -37,6 +45,8 @@ from retinanet.training import (
     SeededSamples,
     SkipBatches,
     build_optimizer,
+    build_scheduler,
+    capped_warmup,
     capture_rng_state,
     restore_rng_state,
     seed_everything,
@@ -83,7 +93,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--lr_steps", type=int, nargs="*", default=[],
                        help="epochs at which the step schedule multiplies the LR by --lr_gamma")
     optim.add_argument("--lr_gamma", type=float, default=0.1, help="step schedule factor (default 0.1)")
-    optim.add_argument("--warmup_iters", type=int, default=500, help="linear warm-up iterations (default 500)")
+    optim.add_argument("--warmup_iters", type=int, default=500,
+                       help="linear warm-up iterations, at most the first epoch's (as in torchvision's detection "
+                            "references), so a short fine-tune still reaches --lr (default 500)")
     optim.add_argument("--warmup_factor", type=float, default=0.001, help="LR factor at the first step")
     optim.add_argument("--clip_grad_norm", type=float, default=0.1,
                        help="clip the gradient norm to this (original: 0.1; 0 turns clipping off)")
@@ -96,10 +108,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_device_argument(run)
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--output_dir", default="./weights", help="checkpoints, metrics and curves (default ./weights)")
-    run.add_argument("--resume", help="continue a run from its checkpoint (e.g. weights/last.pt)")
+    run.add_argument("--resume", help="continue a run from its checkpoint (e.g. weights/last.pt); the LR schedule "
+                                      "follows the current flags (--epochs, --lr, --lr_schedule, ...) from the "
+                                      "checkpoint's iteration")
     run.add_argument("--save_every", type=int, default=0, help="also write last.pt every N iterations (0: off)")
     run.add_argument("--val_every", type=int, default=1, help="validate every N epochs (default 1)")
     run.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (default 4)")
+    run.add_argument("--dist_timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES,
+                     help="torchrun: minutes a process waits for the others at a collective (e.g. while the first "
+                          "one scores the validation set) before the run fails (default %(default)g; NCCL's own "
+                          "default is 10)")
     return parser
 
 
@@ -108,11 +126,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--dataset coco needs --coco_path")
     if args.dataset == "csv" and not (args.csv_train and args.csv_classes):
         raise UserError("--dataset csv needs --csv_train and --csv_classes")
-    for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every"):
+    for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    for flag in ("workers", "warmup_iters"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
+    if args.dist_timeout <= 0:
+        raise UserError(f"--dist_timeout must be positive, got {args.dist_timeout:g}")
     for flag in ("model_path", "resume", "backbone_weights"):
         path = getattr(args, flag)
         if path and not os.path.isfile(path):
@@ -162,7 +183,7 @@ class StopRequest:
 
 def main(args: argparse.Namespace) -> dict:
     check_args(args)
-    context = init_distributed(args.device)
+    context = init_distributed(args.device, args.dist_timeout)
     try:
         return train(args, context)
     finally:
@@ -186,7 +207,8 @@ def train(args: argparse.Namespace, context) -> dict:
     resume = read_checkpoint_file(args.resume) if args.resume else None
     starts_trained = bool(args.model_path or args.backbone_weights or not args.no_pretrained)
     freeze_bn = starts_trained if args.freeze_bn == "auto" else args.freeze_bn == "on"
-    if isinstance(resume, dict) and "freeze_bn" in resume:
+    if resume is not None:
+        check_resumable(args.resume, resume, args, class_names, context.world_size)
         freeze_bn = bool(resume["freeze_bn"])  # the optimizer state expects the same trainable parameters
     pretrained_backbone = not (args.no_pretrained or args.model_path or resume)
     model = build_retinanet(len(class_names), args.depth, pretrained=pretrained_backbone,
@@ -197,17 +219,27 @@ def train(args: argparse.Namespace, context) -> dict:
     model.to(device).to(memory_format=torch.channels_last)
 
     optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
-    schedule = LRSchedule(args.epochs * iterations_per_epoch, args.warmup_iters, args.warmup_factor,
+    warmup_iterations = capped_warmup(args.warmup_iters, iterations_per_epoch)
+    schedule = LRSchedule(args.epochs * iterations_per_epoch, warmup_iterations, args.warmup_factor,
                           args.lr_schedule, [e * iterations_per_epoch for e in args.lr_steps], args.lr_gamma)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     amp_dtype = autocast_dtype(device, args.amp_dtype) if args.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    epoch, batches_done, best_map, history = args.start_epoch, 0, -1.0, []
+    epoch, batches_done, iteration, best_map, history = args.start_epoch, 0, 0, -1.0, []
     if resume is not None:
-        epoch, batches_done, best_map, history = restore_training_state(
-            args.resume, resume, model, optimizer, scheduler, scaler, class_names)
-        log(f"resumed {args.resume}: epoch {epoch}, {batches_done} batches of it done")
+        epoch, batches_done, iteration, best_map, history = restore_training_state(
+            resume, model, optimizer, scaler, args.weight_decay)
+        log(f"resumed {args.resume}: epoch {epoch}, {batches_done} batches of it done, iteration {iteration}")
+        for flag in ("lr", "weight_decay"):
+            if resume["args"][flag] != getattr(args, flag):
+                log(f"--{flag} {getattr(args, flag):g} applies from iteration {iteration} "
+                    f"(the checkpoint's run had {resume['args'][flag]:g})")
+    scheduler = build_scheduler(optimizer, schedule, args.lr, iteration)
+    capped = ""
+    if warmup_iterations < args.warmup_iters:
+        capped = f" (--warmup_iters {args.warmup_iters} capped at the first epoch)"
+    log(f"LR schedule: {schedule.describe(args.lr)}{capped}; {args.epochs} epochs of {iterations_per_epoch} "
+        f"iterations; {args.optimizer}, weight decay {args.weight_decay:g}")
     if context.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -226,10 +258,10 @@ def train(args: argparse.Namespace, context) -> dict:
             "model_args": unwrap_model(model).model_args(),
             "freeze_bn": freeze_bn,
             "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "epoch": epoch_now,
             "batches_done": batches,
+            "world_size": context.world_size,
             "iteration": scheduler.last_epoch,
             "best_map": best_map,
             "history": history,
@@ -274,13 +306,13 @@ def train(args: argparse.Namespace, context) -> dict:
                       "skipped_steps": summary["skipped"], "images_per_second": summary["images_per_second"],
                       "seconds": time.perf_counter() - start}
             if val_set is not None and (epoch % args.val_every == 0 or epoch == args.epochs):
-                if context.is_main:
-                    result = validate(unwrap_model(model), val_set, device, args.val_batch_size, args.workers,
-                                      amp=args.amp, description=f"validate epoch {epoch}")
+                # Every process infers its share; the first scores them (the others get None).
+                result = validate(unwrap_model(model), val_set, device, args.val_batch_size, args.workers,
+                                  amp=args.amp, description=f"validate epoch {epoch}", context=context)
+                if result is not None:
                     record["map"] = result["map"]
                     record["ap"] = {name: c["ap"] for name, c in result["per_class"].items()}
                     log(format_validation(result))
-                barrier(context)
             history.append(record)
             log(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f} (cls {record['classification']:.4f}, "
                 f"reg {record['regression']:.4f}), {record['images_per_second']:.1f} img/s, "
@@ -299,23 +331,53 @@ def train(args: argparse.Namespace, context) -> dict:
     return {"epoch": epoch, "history": history, "best_map": best_map, "model": unwrap_model(model)}
 
 
-def restore_training_state(path, resume, model, optimizer, scheduler, scaler, class_names):
-    """Load a checkpoint written by this script; returns (epoch, batches_done, best_map, history)."""
+def check_resumable(path: str, resume, args: argparse.Namespace, class_names, world_size: int) -> None:
+    """One-line UserError when ``resume`` is not a checkpoint of this script that the flags can continue.
+
+    The LR schedule, --lr, --weight_decay and --epochs may change; the model, the class list, the
+    optimizer and which parameters train may not: the optimizer state belongs to them.
+    """
     if not isinstance(resume, dict) or resume.get("format") != CHECKPOINT_FORMAT or "optimizer" not in resume:
         raise UserError(f"--resume {path}: not a training checkpoint of train.py (use --model_path to start "
                         "from plain weights)")
+    restart = "or start a new run from its weights with --model_path"
     if list(resume["class_names"]) != list(class_names):
         raise UserError(f"--resume {path}: trained on classes {resume['class_names']}, the class list has "
-                        f"{list(class_names)}")
-    if resume["model_args"] != model.model_args():
-        raise UserError(f"--resume {path}: model {resume['model_args']} differs from the flags' "
-                        f"{model.model_args()}")
+                        f"{list(class_names)} ({restart})")
+    trained = resume["args"]
+    for flag in ("depth", "feature_size"):
+        if resume["model_args"][flag] != getattr(args, flag):
+            raise UserError(f"--resume {path}: trained with --{flag} {resume['model_args'][flag]}, the flags say "
+                            f"--{flag} {getattr(args, flag)} (resume with --{flag} {resume['model_args'][flag]}, "
+                            f"{restart})")
+    if trained["optimizer"] != args.optimizer:
+        raise UserError(f"--resume {path}: its {trained['optimizer']} state cannot continue as --optimizer "
+                        f"{args.optimizer} (resume with --optimizer {trained['optimizer']}, {restart})")
+    frozen = bool(resume["freeze_bn"])
+    if args.freeze_bn != "auto" and (args.freeze_bn == "on") != frozen:
+        raise UserError(f"--resume {path}: trained with backbone BatchNorm {'frozen' if frozen else 'trained'}, "
+                        f"--freeze_bn {args.freeze_bn} would change which parameters train (resume with "
+                        f"--freeze_bn auto, {restart})")
+    if resume["batches_done"] and (trained["batch_size"], resume.get("world_size", 1)) != (args.batch_size,
+                                                                                          world_size):
+        raise UserError(f"--resume {path}: stopped inside an epoch at --batch_size {trained['batch_size']} on "
+                        f"{resume.get('world_size', 1)} process(es); finish that epoch with the same, or resume "
+                        "from a checkpoint written at the end of an epoch")
+
+
+def restore_training_state(resume: dict, model, optimizer, scaler, weight_decay: float):
+    """Load a checkpoint ``check_resumable`` accepted; returns (epoch, batches_done, iteration, best_map, history).
+
+    The param groups take ``weight_decay`` (the current flag's); their LR is set by ``build_scheduler``.
+    """
     model.load_state_dict(resume["model"])
-    optimizer.load_state_dict(resume["optimizer"])
-    scheduler.load_state_dict(resume["scheduler"])
+    load_optimizer_state(optimizer, resume["optimizer"])  # the moments laid out like the channels-last weights
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay
     scaler.load_state_dict(resume["scaler"])
     restore_rng_state(resume["rng"])
-    return resume["epoch"], resume["batches_done"], resume["best_map"], list(resume["history"])
+    return (resume["epoch"], resume["batches_done"], resume["iteration"], resume["best_map"],
+            list(resume["history"]))
 
 
 def write_history(output_dir: str, history: list) -> None:

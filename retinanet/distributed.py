@@ -1,4 +1,5 @@
 """torchrun-launched multi-process training: set-up, rank queries, reductions."""
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -21,7 +22,14 @@ class DistributedContext:
         return self.rank == 0
 
 
-def init_distributed(device_name: "str | None") -> DistributedContext:
+# How long a process waits at a collective for the others before the run fails: the other processes
+# wait while the first one scores the validation set, writes checkpoints and draws the curves, which
+# on COCO can outlast NCCL's default of 10 minutes.
+DEFAULT_TIMEOUT_MINUTES = 60.0
+
+
+def init_distributed(device_name: "str | None", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+                     ) -> DistributedContext:
     """Join the process group torchrun describes in the environment (NCCL on GPUs, gloo on CPU).
 
     A plain ``python train.py`` (no WORLD_SIZE) is a single process.
@@ -35,7 +43,8 @@ def init_distributed(device_name: "str | None") -> DistributedContext:
     use_cuda = torch.cuda.is_available() and (device_name is None or device_name.startswith("cuda"))
     if use_cuda:
         torch.cuda.set_device(context.local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                            timeout=datetime.timedelta(minutes=timeout_minutes))
     return context
 
 
@@ -62,11 +71,6 @@ def all_true(flag: bool, device: torch.device, context: DistributedContext) -> b
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return bool(value.item() > 0)
-
-
-def barrier(context: DistributedContext) -> None:
-    if context.enabled:
-        dist.barrier()
 
 
 def shutdown(context: DistributedContext) -> None:

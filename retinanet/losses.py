@@ -6,19 +6,10 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import sigmoid_focal_loss
 
 from retinanet.box_coder import BoxCoder
 from retinanet.boxes import box_ioa, box_iou
 from retinanet.matcher import BETWEEN_THRESHOLDS, ignored_classes, match_anchors
-
-
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
-    """Element-wise focal loss FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t), p = sigmoid(logits).
-
-    logits, targets: same shape, targets in {0, 1}. Returns the unreduced loss (same shape).
-    """
-    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
 
 
 def smooth_l1(diff: torch.Tensor, beta: float = 1.0 / 9.0) -> torch.Tensor:
@@ -86,37 +77,43 @@ def build_targets(
             torch.stack(box_targets_per_image))
 
 
+# log(p) is -inf where sigmoid underflows to 0 (logits under about -88.7); clamped here, it keeps
+# softplus finite. Below it a negative's loss and gradient are under 1e-34 times its weight.
+MIN_LOG_P = -80.0
+
+
 class _FocalLossPerImage(torch.autograd.Function):
     """Per-image sum of the weighted focal loss; its gradient is computed in the same pass.
 
     Autograd through the element-wise formula keeps ~20 (B, A, K) temporaries alive and reads them
     back in backward; at 512x512 with 80 classes each is 16 MB per image, and their allocation
-    (page faults) dominates the loss. Here the dense part is the negative term for every entry, and
-    the few positive entries are corrected afterwards.
+    (page faults) dominates the loss. Here the dense part is the negative term for every entry but
+    the few positive ones, whose positive term is added afterwards.
     """
 
     @staticmethod
     def forward(ctx, logits, anchor_labels, weights, alpha: float, gamma: float):
-        # logits (B, A, K) float; anchor_labels (B, A); weights broadcastable to (B, A, K)
+        # logits (B, A, K) float32; anchor_labels (B, A); weights broadcastable to (B, A, K)
         p = torch.sigmoid(logits)
-        softplus = torch.log(p)
-        # -log(1 - p) = softplus(x) = x - log(p): torch's softplus is not vectorised on CPU (5x slower).
-        torch.sub(logits, softplus, out=softplus)
+        softplus = torch.log(p).clamp_(min=MIN_LOG_P)
+        # -log(1 - p) = softplus(x) = x - log(p) >= 0, finite for every finite x (log(1 - p) is -inf from
+        # x ~ 17 on); torch's softplus and log1p are not vectorised on CPU (3-5x slower). The clamps
+        # make it 0 below MIN_LOG_P, where it is under 2e-35, and keep rounding from making it negative.
+        torch.sub(logits, softplus, out=softplus).clamp_(min=0.0)
+        image, anchor = (anchor_labels >= 0).nonzero(as_tuple=True)
+        label = anchor_labels[image, anchor]
         scale = p.pow(gamma).mul_(weights).mul_(1 - alpha)  # (1 - alpha) p^gamma w
+        scale[image, anchor, label] = 0.0  # positives: no negative term (subtracting it would cancel digits)
         # A pairwise sum: a 4M-term float32 dot product (einsum) would drift by ~1e-3.
         loss = (scale * softplus).sum(dim=(1, 2))
         # d/dx [(1 - alpha) p^gamma softplus(x)] = (1 - alpha) p^gamma (p + gamma (1 - p) softplus(x))
-        softplus.mul_(gamma)
-        grad = torch.addcmul(softplus, p, softplus, value=-1).add_(p).mul_(scale)
+        grad = softplus.mul_(gamma)  # built in place: one (B, A, K) allocation fewer
+        grad.addcmul_(p, grad, value=-1).add_(p).mul_(scale)
 
-        image, anchor = (anchor_labels >= 0).nonzero(as_tuple=True)
-        label = anchor_labels[image, anchor]
         x, p_pos = logits[image, anchor, label], p[image, anchor, label]
         q = 1 - p_pos
-        log_p = F.logsigmoid(x)
-        positive_loss = -alpha * q.pow(gamma) * log_p
-        negative_loss = (1 - alpha) * p_pos.pow(gamma) * (x - log_p)  # what the dense pass added there
-        loss = loss.index_add(0, image, positive_loss - negative_loss)
+        log_p = F.logsigmoid(x)  # stable for every finite x: -softplus(-x)
+        loss = loss.index_add(0, image, -alpha * q.pow(gamma) * log_p)
         grad[image, anchor, label] = alpha * q.pow(gamma) * (gamma * p_pos * log_p - q)
         ctx.save_for_backward(grad)
         return loss
@@ -125,6 +122,22 @@ class _FocalLossPerImage(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         return grad.mul_(grad_output[:, None, None]), None, None, None, None
+
+
+def focal_loss_per_image(
+    logits: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    weights: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Sum over anchors and classes of w * FL(p_t), FL = -alpha_t (1 - p_t)^gamma log(p_t), p = sigmoid(logits).
+
+    logits: (B, A, K) of any float dtype, computed in float32 (finite for every finite logit);
+    anchor_labels: (B, A) class of each positive anchor, -1 elsewhere; weights: broadcastable to
+    (B, A, K), 1 at every positive entry. Returns (B,) float32, differentiable in ``logits``.
+    """
+    return _FocalLossPerImage.apply(logits.float(), anchor_labels, weights, alpha, gamma)
 
 
 def retinanet_loss(
@@ -155,7 +168,7 @@ def retinanet_loss(
     positive = anchor_labels >= 0
     num_positive = positive.sum(dim=1).to(torch.float32)  # (B,)
 
-    class_loss = _FocalLossPerImage.apply(class_logits.float(), anchor_labels, weights, alpha, gamma)
+    class_loss = focal_loss_per_image(class_logits, anchor_labels, weights, alpha, gamma)
     class_loss = class_loss / num_positive.clamp(min=1)
 
     box_loss = smooth_l1(box_deltas.float() - box_targets, beta) * positive[..., None]

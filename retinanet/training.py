@@ -16,6 +16,12 @@ def build_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: 
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, fused=True)
 
 
+def capped_warmup(warmup_iterations: int, iterations_per_epoch: int) -> int:
+    """The warm-up length a run gets: at most the first epoch, as torchvision's detection references
+    do (min(1000, len(loader) - 1)), so a short fine-tune reaches its peak LR within its first epoch."""
+    return max(0, min(warmup_iterations, iterations_per_epoch - 1))
+
+
 class LRSchedule:
     """Per-iteration LR factor: linear warm-up, then cosine decay to 0, step decay, or constant.
 
@@ -48,6 +54,33 @@ class LRSchedule:
         elif self.kind == "step":
             factor *= self.gamma ** sum(iteration >= m for m in self.milestones)
         return factor
+
+    def describe(self, peak_lr: float) -> str:
+        """One line: peak LR, warm-up, decay and length, e.g. for the start of a run's log."""
+        if self.warmup_iterations:
+            warmup = f"linear warm-up from {self.warmup_factor:g}x over {self.warmup_iterations} iterations"
+        else:
+            warmup = "no warm-up"
+        if self.kind == "cosine":
+            decay = f"cosine decay to 0 at iteration {self.total_iterations}"
+        elif self.kind == "step":
+            decay = (f"x{self.gamma:g} at iterations {', '.join(map(str, self.milestones))}" if self.milestones
+                     else "no decay (no --lr_steps)")
+            decay = f"step decay {decay}, {self.total_iterations} iterations"
+        else:
+            decay = f"constant, {self.total_iterations} iterations"
+        return f"peak LR {peak_lr:g}, {warmup}, {decay}"
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule, peak_lr: float,
+                    iteration: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR at ``iteration`` of ``schedule``, peaking at ``peak_lr``: each param group's LR becomes
+    ``peak_lr * schedule(iteration)`` and follows the schedule from there, whatever LR or schedule an
+    optimizer state loaded from a checkpoint carried."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = peak_lr
+    # LambdaLR takes one step on construction: from last_epoch = iteration - 1 to iteration.
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=iteration - 1)
 
 
 def capture_rng_state() -> Dict[str, object]:

@@ -1,9 +1,11 @@
 import math
 
+import pytest
 import torch
+from torchvision.ops import sigmoid_focal_loss
 
 from retinanet.box_coder import BoxCoder
-from retinanet.losses import _FocalLossPerImage, build_targets, focal_loss, retinanet_loss
+from retinanet.losses import build_targets, focal_loss_per_image, retinanet_loss
 from retinanet.model import RetinaNet
 
 ANCHORS = torch.tensor(
@@ -25,24 +27,6 @@ def reference_focal(p_logit, target, alpha=0.25, gamma=2.0):
     return -(1 - alpha) * p ** gamma * math.log(1 - p)
 
 
-def test_focal_loss_matches_per_element_reference():
-    logits = torch.randn(4, 3, dtype=torch.float64) * 3
-    targets = (torch.rand(4, 3) > 0.7).double()
-    ours = focal_loss(logits, targets)
-    for i in range(4):
-        for k in range(3):
-            expected = reference_focal(float(logits[i, k]), int(targets[i, k]))
-            assert math.isclose(float(ours[i, k]), expected, rel_tol=1e-9)
-
-
-def test_focal_loss_with_gamma_zero_is_weighted_bce():
-    logits = torch.randn(10)
-    targets = (torch.rand(10) > 0.5).float()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    weights = torch.where(targets == 1, 0.25, 0.75)
-    assert torch.allclose(focal_loss(logits, targets, gamma=0.0), weights * bce)
-
-
 def test_build_targets_assignment_and_ignore():
     target = {
         "boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]),
@@ -61,7 +45,8 @@ def test_build_targets_assignment_and_ignore():
     assert torch.allclose(box_targets[0, 0], torch.zeros(4), atol=1e-6)
 
 
-def test_focal_loss_gradient_matches_autograd_through_the_formula():
+@pytest.mark.parametrize("alpha, gamma", [(0.25, 2.0), (0.5, 0.0), (0.25, 1.5)])
+def test_focal_loss_and_gradient_match_torchvision(alpha, gamma):
     logits = (torch.randn(2, 6, 3, dtype=torch.float64) * 3).requires_grad_()
     anchor_labels = torch.tensor([[0, -1, 2, -1, -1, 1], [-1, -1, -1, -1, 0, -1]])
     weights = torch.rand(2, 6, 3, dtype=torch.float64).round()
@@ -69,12 +54,38 @@ def test_focal_loss_gradient_matches_autograd_through_the_formula():
     image, anchor = (anchor_labels >= 0).nonzero(as_tuple=True)
     targets[image, anchor, anchor_labels[image, anchor]] = 1.0
     weights[image, anchor, anchor_labels[image, anchor]] = 1.0  # positives are never left out
-    ours = _FocalLossPerImage.apply(logits, anchor_labels, weights, 0.25, 2.0)
-    expected = (focal_loss(logits, targets) * weights).sum(dim=(1, 2))
-    assert torch.allclose(ours, expected, rtol=1e-10)
-    grad_ours = torch.autograd.grad(ours.sum() * 1.0, logits)[0]
+    ours = focal_loss_per_image(logits.double(), anchor_labels, weights, alpha, gamma)
+    expected = (sigmoid_focal_loss(logits, targets, alpha, gamma, reduction="none") * weights).sum(dim=(1, 2))
+    # focal_loss_per_image computes in float32
+    assert torch.allclose(ours.double(), expected, rtol=1e-5, atol=1e-7)
+    grad_ours = torch.autograd.grad(ours.sum(), logits)[0]
     grad_expected = torch.autograd.grad(expected.sum(), logits)[0]
-    assert torch.allclose(grad_ours, grad_expected, atol=1e-10)
+    assert torch.allclose(grad_ours, grad_expected, rtol=1e-5, atol=1e-7)
+
+
+CONFIDENT_LOGITS = [-1e4, -1e3, -104.0, -89.0, -88.0, -20.0, -5.0, 0.0, 5.0, 20.0, 89.0, 1e3, 1e4]
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 1e-3)])
+def test_focal_loss_is_finite_and_equals_torchvision_for_confident_logits(dtype, rtol):
+    """Every logit as one image of one anchor and one class, positive and negative: torchvision's
+    float64 loss and gradient are the reference; ours must be finite for each."""
+    values = torch.tensor(CONFIDENT_LOGITS * 2, dtype=dtype).reshape(-1, 1, 1).requires_grad_()
+    positive = torch.arange(values.shape[0]) < len(CONFIDENT_LOGITS)
+    anchor_labels = torch.where(positive, 0, -1)[:, None]  # (N, 1): class 0 or background
+    ours = focal_loss_per_image(values, anchor_labels, torch.ones(values.shape[0], 1, 1))
+    grad_ours = torch.autograd.grad(ours.sum(), values)[0]
+    assert torch.isfinite(ours).all() and torch.isfinite(grad_ours).all()
+
+    reference_logits = values.detach().double().requires_grad_()  # the same values the dtype could hold
+    expected = sigmoid_focal_loss(reference_logits, positive.double().reshape(-1, 1, 1), reduction="none")
+    grad_expected = torch.autograd.grad(expected.sum(), reference_logits)[0]
+    assert torch.allclose(ours.double(), expected.reshape(-1), rtol=1e-5, atol=1e-6)
+    assert grad_ours.dtype == dtype
+    assert torch.allclose(grad_ours.double(), grad_expected, rtol=rtol, atol=1e-6)
+    # a diverged model (NaN logits) still shows as a non-finite loss, which the training loop skips
+    nan = focal_loss_per_image(torch.full((1, 1, 1), math.nan), torch.tensor([[-1]]), torch.ones(1, 1, 1))
+    assert torch.isnan(nan).all()
 
 
 def reference_loss(class_logits, box_deltas, anchors, targets):
