@@ -134,7 +134,8 @@ class SeededSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            # Modulo 2**63: torch seeds are 64-bit, and a large --seed would overflow the product.
+            torch.manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index) % 2 ** 63)
             return self.dataset[index]
 
 
