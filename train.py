@@ -209,7 +209,8 @@ def train(args: argparse.Namespace, context) -> dict:
     freeze_bn = starts_trained if args.freeze_bn == "auto" else args.freeze_bn == "on"
     if resume is not None:
         check_resumable(args.resume, resume, args, class_names, context.world_size)
-        freeze_bn = bool(resume["freeze_bn"])  # the optimizer state expects the same trainable parameters
+        # the optimizer state expects the same trainable parameters
+        freeze_bn = bool(resume.get("freeze_bn", freeze_bn))
     pretrained_backbone = not (args.no_pretrained or args.model_path or resume)
     model = build_retinanet(len(class_names), args.depth, pretrained=pretrained_backbone,
                             backbone_weights=args.backbone_weights if pretrained_backbone else None,
@@ -353,16 +354,17 @@ def check_resumable(path: str, resume, args: argparse.Namespace, class_names, wo
     if trained["optimizer"] != args.optimizer:
         raise UserError(f"--resume {path}: its {trained['optimizer']} state cannot continue as --optimizer "
                         f"{args.optimizer} (resume with --optimizer {trained['optimizer']}, {restart})")
-    frozen = bool(resume["freeze_bn"])
-    if args.freeze_bn != "auto" and (args.freeze_bn == "on") != frozen:
+    frozen = resume.get("freeze_bn")
+    if frozen is not None and args.freeze_bn != "auto" and (args.freeze_bn == "on") != frozen:
         raise UserError(f"--resume {path}: trained with backbone BatchNorm {'frozen' if frozen else 'trained'}, "
                         f"--freeze_bn {args.freeze_bn} would change which parameters train (resume with "
                         f"--freeze_bn auto, {restart})")
-    if resume["batches_done"] and (trained["batch_size"], resume.get("world_size", 1)) != (args.batch_size,
-                                                                                          world_size):
-        raise UserError(f"--resume {path}: stopped inside an epoch at --batch_size {trained['batch_size']} on "
-                        f"{resume.get('world_size', 1)} process(es); finish that epoch with the same, or resume "
-                        "from a checkpoint written at the end of an epoch")
+    # batches_done counts batches of the sampler this batch size and process count deal out
+    stopped_with = (trained["batch_size"], resume.get("world_size", 1))
+    if resume["batches_done"] and stopped_with != (args.batch_size, world_size):
+        raise UserError(f"--resume {path}: stopped inside an epoch at --batch_size {stopped_with[0]} on "
+                        f"{stopped_with[1]} process(es); finish that epoch with the same, or resume from a "
+                        "checkpoint written at the end of an epoch")
 
 
 def restore_training_state(resume: dict, model, optimizer, scaler, weight_decay: float):

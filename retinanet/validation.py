@@ -1,8 +1,8 @@
 """Run a model over a dataset and score it: shared by train.py and the validation scripts.
 
-The settings below are the one definition of how a model is evaluated: train.py validates at them
-(the mAP that chooses best.pt) and csv_validation.py runs and scores a checkpoint at them by default,
-so the two report the same numbers for the same checkpoint.
+The settings below say how a model is evaluated: train.py validates at them (the mAP that chooses
+best.pt), and csv_validation.py runs and scores a checkpoint at the same settings by default, so the
+two report the same numbers for the same checkpoint (tests/test_train.py checks it).
 """
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -26,6 +26,7 @@ EVAL_MAX_DETECTIONS = 1000
 # detection, precision and recall are reported at score >= VOC_SCORE_THRESHOLD.
 VOC_IOU_THRESHOLD = 0.5
 VOC_SCORE_THRESHOLD = 0.05
+
 
 def make_eval_loader(
     dataset, batch_size: int, workers: int, context: Optional[DistributedContext] = None

@@ -137,7 +137,9 @@ def lrs(folder):
 
 def test_warmup_is_capped_and_resume_follows_the_current_schedule_and_lr(tiny_data, tmp_path, capsys):
     # 8 images at batch 4: 2 iterations an epoch, so the default 500 warm-up iterations are capped at 1.
-    common = ("--batch_size", "4", "--warmup_iters", "500", "--lr_schedule", "cosine", "--feature_size", "16")
+    # Half-size images: only the LR matters here.
+    common = ("--batch_size", "4", "--warmup_iters", "500", "--lr_schedule", "cosine", "--feature_size", "16",
+              "--min_side", "64", "--max_side", "80")
     straight = tmp_path / "straight"
     train_script.main(args_for(tiny_data, straight, *common, "--epochs", "4"))
     assert "linear warm-up from 0.001x over 1 iterations, cosine decay to 0 at iteration 8 " \
