@@ -60,7 +60,7 @@ from retinanet.evaluation.run import (
     evaluate_and_report,
     image_names,
 )
-from retinanet.validation import dataset_ground_truths, predict_dataset
+from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths, predict_dataset
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -82,9 +82,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "(heads too when 'head' is a class), or heads only")
     add_model_arguments(parser)
     metrics = parser.add_argument_group("metrics")
-    metrics.add_argument("--iou_threshold", type=float, default=0.5,
+    metrics.add_argument("--iou_threshold", type=float, default=VOC_IOU_THRESHOLD,
                          help="IoU for a VOC true positive (default: %(default)s)")
-    metrics.add_argument("--score_threshold", type=float, default=0.05,
+    metrics.add_argument("--score_threshold", type=float, default=VOC_SCORE_THRESHOLD,
                          help="score at which VOC precision and recall are reported; AP uses every detection "
                               "(default: %(default)s)")
     metrics.add_argument("--max_detections", type=int,

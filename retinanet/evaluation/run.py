@@ -34,14 +34,13 @@ from retinanet.evaluation.matching import flatten_ground_truths
 from retinanet.evaluation.report import build_metrics_json, format_summary, plot_pr_curves
 from retinanet.evaluation.voc import evaluate_voc, ignore_regions_per_class
 from retinanet.io_utils import write_json
-from retinanet.validation import dataset_ground_truths
+from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, dataset_ground_truths
 
 # The CrowdHuman protocol scores every detection it is given, as the official code does, so a
-# model run for it keeps detections down to 0.01 ...
-CROWDHUMAN_SCORE_THRESHOLD = 0.01
-# ... with no small cap per image: the most crowded validation images hold a few hundred
-# people and as many heads, so 1000 never cuts a detection that could match.
-CROWDHUMAN_MAX_DETECTIONS = 1000
+# model run for it keeps detections down to 0.01 with no small cap per image (the most crowded
+# validation images hold a few hundred people and as many heads): train.py validates the same way.
+CROWDHUMAN_SCORE_THRESHOLD = EVAL_SCORE_THRESHOLD
+CROWDHUMAN_MAX_DETECTIONS = EVAL_MAX_DETECTIONS
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
