@@ -7,9 +7,11 @@ Usage:
 Each run is a subprocess with a tiny model (ResNet-18 RetinaNet, 32 FPN channels, seeded random weights
 scaled so that tens of boxes per frame score above detect.py's 0.5) at small --min_side/--max_side,
 so that minutes of video take minutes on two CPU cores. Measured per run:
-  peak RSS   the largest resident set of the script or any of its loader workers (wait4's ru_maxrss: exact)
+  peak RSS   the largest resident set of the script or any of its loader workers (wait4's ru_maxrss: exact,
+             taken by a small launcher process; see LAUNCHER)
   peak PSS   the largest sum of proportional set sizes over the script and its workers, sampled every
              0.2 s (shared pages counted once)
+  script / worker peak RSS   each process's own high-water mark (VmHWM), as last sampled
   detections the boxes written, and what they take as numpy arrays (28 bytes each: 4 float32 + float32 + int64)
 Memory that grows with the length of the input by no more than the detections is streaming.
 The generated inputs are cached in benchmarks/results/ (a 5-minute video is written once).
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -173,48 +176,76 @@ def _process_tree(root: int) -> List[int]:
     return tree
 
 
-def _pss_kib(pid: int) -> int:
+def _proc_kib(path: str, field: str) -> int:
+    """A ``field: <n> kB`` line of a /proc file; 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("Pss:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
 
 
+# Runs the command sys.argv[1:] as its child and reports the child's peak RSS. ru_maxrss keeps the high-water mark of
+# the memory image a process replaced by exec, so a script forked straight from this benchmark (which
+# holds torch and a decoded video's worth of pages) would report this benchmark's size; forked from
+# this small launcher, it reports its own peak and its loader workers'.
+LAUNCHER = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(f"peak_rss_kib={usage.ru_maxrss}", flush=True)
+sys.exit(os.waitstatus_to_exitcode(status) & 255)
+"""
+
+
 def measure(command: List[str], log_path: str) -> dict:
-    """Run ``command``; its exit status, wall seconds, exact peak RSS and sampled peak PSS of its tree."""
+    """Run ``command`` (an executable's path and its arguments); its wall seconds, exact peak RSS (the script
+    or any loader worker), and from samples every 0.2 s the peak PSS summed over the script and its
+    workers and the peak RSS of the script alone and of its workers (each one's VmHWM when last seen)."""
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, *command], stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=ROOT)
         peak_pss = [0]
+        script_kib, worker_kib = [0], [0]
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(SAMPLE_SECONDS):
-                peak_pss[0] = max(peak_pss[0], sum(_pss_kib(pid) for pid in _process_tree(process.pid)))
+                tree = _process_tree(launcher.pid)[1:]  # breadth first: the script, then its workers
+                if not tree:
+                    continue
+                peak_pss[0] = max(peak_pss[0], sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid in tree))
+                high_water = [_proc_kib(f"/proc/{pid}/status", "VmHWM:") for pid in tree]
+                script_kib[0] = max(script_kib[0], high_water[0])
+                worker_kib[0] = max([worker_kib[0], *high_water[1:]])
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         try:
-            # wait4 reports the child's own peak and that of its waited-for children (the loader workers).
-            _, status, usage = os.wait4(process.pid, 0)
+            returncode = launcher.wait()
         except BaseException:
-            process.kill()
-            process.wait()
+            for pid in reversed(_process_tree(launcher.pid)):
+                os.kill(pid, signal.SIGKILL)
+            launcher.wait()
             raise
-        process.returncode = os.waitstatus_to_exitcode(status)
-        done.set()
-        sampler.join()
-    if process.returncode != 0:
-        with open(log_path) as handle:
-            tail = handle.read()[-2000:]
-        raise UserError(f"{shlex.join(command)} failed with status {process.returncode}:\n{tail}")
+        finally:
+            done.set()
+            sampler.join()
+    with open(log_path) as handle:
+        text = handle.read()
+    if returncode != 0:
+        raise UserError(f"{shlex.join(command)} failed with status {returncode}:\n{text[-2000:]}")
+    peak_kib = int(text.rsplit("peak_rss_kib=", 1)[1].split()[0])  # Linux reports KiB
     return {"wall_seconds": round(time.perf_counter() - start, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
-            "peak_pss_mib": round(peak_pss[0] / 1024, 1)}
+            "peak_rss_mib": round(peak_kib / 1024, 1),
+            "peak_pss_mib": round(peak_pss[0] / 1024, 1),
+            "script_peak_rss_mib": round(script_kib[0] / 1024, 1),
+            "worker_peak_rss_mib": round(worker_kib[0] / 1024, 1)}
 
 
 def count_boxes(jsonl_path: str) -> "tuple[int, int]":
@@ -259,10 +290,12 @@ def bench_csv(num_images: int, checkpoint: str, work: str, args) -> dict:
 
 def print_table(rows: List[dict]) -> None:
     print(f"\n{'input':<20}{'frames/images':>14}{'detections':>12}{'as numpy':>10}"
-          f"{'peak RSS':>10}{'peak PSS':>10}{'wall':>8}")
+          f"{'peak RSS':>10}{'script':>10}{'worker':>10}{'peak PSS':>10}{'wall':>8}")
     for row in rows:
         print(f"{row['input']:<20}{row['items']:>14}{row['detections']:>12}{row['detections_mib']:>6.1f} MiB"
-              f"{row['peak_rss_mib']:>6.0f} MiB{row['peak_pss_mib']:>6.0f} MiB{row['wall_seconds']:>7.0f}s")
+              + "".join(f"{row[key]:>6.0f} MiB" for key in ("peak_rss_mib", "script_peak_rss_mib",
+                                                             "worker_peak_rss_mib", "peak_pss_mib"))
+              + f"{row['wall_seconds']:>7.0f}s")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -270,10 +303,12 @@ def main(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as work:
         checkpoint = os.path.join(work, "tiny.pt")
         tiny_model_checkpoint(checkpoint)
-        for minutes in sorted(args.video_minutes):
-            rows.append(bench_video(minutes, checkpoint, work, args))
-        for num_images in sorted(args.csv_images):
-            rows.append(bench_csv(num_images, checkpoint, work, args))
+        runs = [(bench_video, minutes) for minutes in sorted(args.video_minutes)]
+        runs += [(bench_csv, num_images) for num_images in sorted(args.csv_images)]
+        for bench, size in runs:
+            rows.append(bench(size, checkpoint, work, args))
+            print(f"  peak RSS {rows[-1]['peak_rss_mib']:.0f} MiB, peak PSS {rows[-1]['peak_pss_mib']:.0f} MiB, "
+                  f"{rows[-1]['detections']} detections, {rows[-1]['wall_seconds']:.0f} s", flush=True)
     print_table(rows)
     document = {
         "settings": {key: value for key, value in vars(args).items() if key != "output"},
