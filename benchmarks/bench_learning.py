@@ -34,6 +34,8 @@ seconds less so), 300 / 80 images, each recipe run separately with ``--recipes``
     original, 5 epochs                          0.959          0.995          2228         1339
     ours, original recipe, 5 epochs             0.926          0.978          1558         1176
     (ours with --extra_train_args "--warmup_iters 75", emulating the warm-up cap)
+    ours, original recipe, constant LR          0.957          0.991          1956         1231
+    (ours with --extra_train_args "--warmup_iters 75 --lr_schedule constant")
     ours, recommended recipe, 5 epochs          0.906          0.978           867          407
 """
 
