@@ -21,6 +21,7 @@ from retinanet.checkpoint import (
     CHECKPOINT_FORMAT,
     load_optimizer_state,
     load_weights,
+    previous_checkpoint_paths,
     read_checkpoint_file,
     save_checkpoint,
     unwrap_model,
@@ -35,9 +36,9 @@ from retinanet.data import (
     init_loader_worker,
 )
 from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distributed, process_device, shutdown
-from retinanet.engine import autocast_dtype, train_one_epoch
+from retinanet.engine import BatchLoadError, autocast_dtype, train_one_epoch
 from retinanet.errors import UserError
-from retinanet.io_utils import atomic_open
+from retinanet.io_utils import atomic_open, remove_stale_temporaries
 from retinanet.model import RESNET_DEPTHS, build_retinanet
 from retinanet.plots import plot_training_curves
 from retinanet.training import (
@@ -112,6 +113,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                       "follows the current flags (--epochs, --lr, --lr_schedule, ...) from the "
                                       "checkpoint's iteration")
     run.add_argument("--save_every", type=int, default=0, help="also write last.pt every N iterations (0: off)")
+    run.add_argument("--keep_checkpoints", type=int, default=2,
+                     help="last.pt and the checkpoints written before it that stay on disk (last.prev.pt, "
+                          "last.prev2.pt, ...), so a damaged last.pt costs one interval (default 2)")
     run.add_argument("--val_every", type=int, default=1, help="validate every N epochs (default 1)")
     run.add_argument("--val_batch_size", type=int, default=4, help="validation batch size (default 4)")
     run.add_argument("--dist_timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES,
@@ -126,7 +130,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--dataset coco needs --coco_path")
     if args.dataset == "csv" and not (args.csv_train and args.csv_classes):
         raise UserError("--dataset csv needs --csv_train and --csv_classes")
-    for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size"):
+    for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size", "keep_checkpoints"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     for flag in ("workers", "warmup_iters"):
@@ -204,7 +208,7 @@ def train(args: argparse.Namespace, context) -> dict:
     iterations_per_epoch = len(batch_sampler)
 
     # Model
-    resume = read_checkpoint_file(args.resume) if args.resume else None
+    resume = read_resume_checkpoint(args.resume) if args.resume else None
     starts_trained = bool(args.model_path or args.backbone_weights or not args.no_pretrained)
     freeze_bn = starts_trained if args.freeze_bn == "auto" else args.freeze_bn == "on"
     if resume is not None:
@@ -250,6 +254,13 @@ def train(args: argparse.Namespace, context) -> dict:
         f"{', '.join(class_names)}; ResNet-{args.depth} on {device}, {context.world_size} process(es); "
         f"backbone BatchNorm {'frozen' if freeze_bn else 'trained'}")
     os.makedirs(args.output_dir, exist_ok=True)
+    last_path = os.path.join(args.output_dir, "last.pt")
+    best_path = os.path.join(args.output_dir, "best.pt")
+    if context.is_main:
+        # a run killed while it wrote a checkpoint leaves the temporary file; the checkpoint itself is whole
+        for written in (last_path, best_path, *previous_checkpoint_paths(last_path, args.keep_checkpoints - 1)):
+            for stale in remove_stale_temporaries(written):
+                log(f"removed {stale}, left by a run killed while it wrote {written}")
 
     def checkpoint(epoch_now: int, batches: int, metrics: dict) -> dict:
         return {
@@ -271,9 +282,18 @@ def train(args: argparse.Namespace, context) -> dict:
             "rng": capture_rng_state(),
         }
 
-    last_path = os.path.join(args.output_dir, "last.pt")
+    saved_at = []  # (epoch, batches_done) of the newest last.pt this run wrote
+
+    def save_last(epoch_now: int, batches: int, metrics: dict) -> None:
+        save_checkpoint(last_path, checkpoint(epoch_now, batches, metrics), keep=args.keep_checkpoints)
+        saved_at[:] = [(epoch_now, batches)]
+
+    def stop_agreed() -> bool:
+        # A signal to any one process stops them all at the same point, or the next collective hangs.
+        return not all_true(not stop.requested, device, context)
+
     with StopRequest() as stop:
-        while epoch < args.epochs and not stop.requested:
+        while epoch < args.epochs and not stop_agreed():
             samples.set_epoch(epoch)
             batch_sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
@@ -283,19 +303,27 @@ def train(args: argparse.Namespace, context) -> dict:
 
             def on_step(record, epoch=epoch, done_before=batches_done):
                 if args.save_every and context.is_main and scheduler.last_epoch % args.save_every == 0:
-                    save_checkpoint(last_path, checkpoint(epoch, done_before + record["batches"], record))
-                # Every process must leave the epoch at the same step, or the next collective hangs.
-                return not all_true(not stop.requested, device, context)
+                    save_last(epoch, done_before + record["batches"], record)
+                return stop_agreed()
 
             start = time.perf_counter()
-            summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context,
-                                      amp_dtype=amp_dtype, clip_grad_norm=args.clip_grad_norm,
-                                      max_nonfinite_steps=args.max_nonfinite_steps, on_step=on_step,
-                                      description=f"epoch {epoch + 1}/{args.epochs}")
+            try:
+                summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context,
+                                          amp_dtype=amp_dtype, clip_grad_norm=args.clip_grad_norm,
+                                          max_nonfinite_steps=args.max_nonfinite_steps, on_step=on_step,
+                                          description=f"epoch {epoch + 1}/{args.epochs}")
+            except BatchLoadError as error:
+                # The steps before the bad batch are kept: once the image is fixed, --resume goes on from there.
+                batches_done += error.batches
+                if context.is_main:
+                    save_last(epoch, batches_done, {})
+                raise UserError(f"{error}; saved {last_path} at epoch {epoch + 1}, batch {batches_done}/"
+                                f"{iterations_per_epoch}: fix or replace the image, then continue with "
+                                f"--resume {last_path}") from None
             batches_done += summary["batches"]
             if batches_done < iterations_per_epoch:  # interrupted inside the epoch
                 if context.is_main:
-                    save_checkpoint(last_path, checkpoint(epoch, batches_done, summary))
+                    save_last(epoch, batches_done, summary)
                     log(f"stopped at epoch {epoch + 1}, batch {batches_done}/{iterations_per_epoch}; "
                         f"saved {last_path}; continue with --resume {last_path}")
                 break
@@ -322,14 +350,29 @@ def train(args: argparse.Namespace, context) -> dict:
                 improved = "map" in record and record["map"] > best_map
                 if improved:
                     best_map = record["map"]
-                save_checkpoint(last_path, checkpoint(epoch, 0, record))
+                save_last(epoch, 0, record)
                 if improved:
-                    save_checkpoint(os.path.join(args.output_dir, "best.pt"), checkpoint(epoch, 0, record))
+                    save_checkpoint(best_path, checkpoint(epoch, 0, record))
                 write_history(args.output_dir, history)
     if context.is_main and epoch >= args.epochs:
-        best = f", best mAP {best_map:.4f} in {os.path.join(args.output_dir, 'best.pt')}" if best_map >= 0 else ""
+        best = f", best mAP {best_map:.4f} in {best_path}" if best_map >= 0 else ""
         log(f"done: {epoch} epochs; last checkpoint {last_path}{best}; metrics and curves in {args.output_dir}")
+    elif context.is_main and batches_done == 0:  # stopped between two epochs
+        if saved_at != [(epoch, 0)]:
+            save_last(epoch, 0, history[-1] if history else {})
+        log(f"stopped after epoch {epoch}; saved {last_path}; continue with --resume {last_path}")
     return {"epoch": epoch, "history": history, "best_map": best_map, "model": unwrap_model(model)}
+
+
+def read_resume_checkpoint(path: str) -> dict:
+    """The --resume checkpoint; a damaged one is a one-line error that names the previous one kept beside it."""
+    try:
+        return read_checkpoint_file(path)
+    except UserError as error:
+        earlier = [p for p in previous_checkpoint_paths(path, 9) if os.path.isfile(p)]
+        advice = (f"continue from the checkpoint before it with --resume {earlier[0]}" if earlier else
+                  "continue from an earlier checkpoint, or start again without --resume")
+        raise UserError(f"--resume {error}; {advice}") from None
 
 
 def check_resumable(path: str, resume, args: argparse.Namespace, class_names, world_size: int) -> None:

@@ -9,6 +9,7 @@ never run code.
 """
 import os
 import pickle
+import shutil
 import zipfile
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -49,8 +50,9 @@ def read_checkpoint_file(path: str):
             ) from None
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(error)})") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as error:
+        # miniz's message goes on with a paragraph of advice: its first sentence says what is wrong.
         raise UserError(
-            f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_first_line(error)})"
+            f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_first_line(error).split('. ')[0]})"
         ) from None
 
 
@@ -59,11 +61,75 @@ def _first_line(error: Exception) -> str:
     return text[0] if text else type(error).__name__
 
 
-def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write ``checkpoint`` with every tensor in it contiguous, atomically: a crash mid-write leaves
-    the previous file intact."""
-    with atomic_path(path) as tmp:
-        torch.save(contiguous_tensors(checkpoint), tmp)
+def save_checkpoint(path: str, checkpoint: dict, keep: int = 1) -> None:
+    """Write ``checkpoint`` with every tensor in it contiguous, atomically and durably: a crash or
+    kill mid-write leaves the previous file intact.
+
+    keep: how many checkpoints written to ``path`` stay on disk: the new one and the ``keep - 1``
+    before it, as ``previous_checkpoint_paths(path)``, so one corrupted file costs one interval.
+    A failed write (disk full, quota) is a ``UserError`` naming the folder; nothing of it remains.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with atomic_path(path, durable=True) as tmp:
+            # Through a Python file: a failed write is then an OSError with its errno (torch's own
+            # writer of a path reports it as a RuntimeError with no cause: "unexpected pos ...").
+            with open(tmp, "wb") as handle:
+                torch.save(contiguous_tensors(checkpoint), handle)
+            _rotate_previous(path, keep)
+    except (OSError, RuntimeError) as error:
+        # torch's zip writer turns the file's OSError into a RuntimeError raised while closing.
+        write_error = _os_error_in_chain(error)
+        if write_error is None:
+            raise
+        reason = write_error.strerror or _first_line(write_error)
+        kept = f"the previous {path} is intact" if os.path.exists(path) else f"no {os.path.basename(path)} yet"
+        raise UserError(f"cannot save checkpoint {path} in {folder}: {reason} ({_free_space(folder)} free); "
+                        f"{kept}, no partial file left; free space there or choose another --output_dir"
+                        ) from None
+
+
+def _os_error_in_chain(error: BaseException) -> Optional[OSError]:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def previous_checkpoint_paths(path: str, count: int) -> List[str]:
+    """The names the ``count`` checkpoints before ``path`` keep: last.prev.pt, last.prev2.pt, ..."""
+    stem, extension = os.path.splitext(path)
+    return [f"{stem}.prev{'' if k == 1 else k}{extension}" for k in range(1, count + 1)]
+
+
+def _rotate_previous(path: str, keep: int) -> None:
+    """Shift the kept previous checkpoints one place and make ``path`` the newest of them.
+
+    Each step is one rename, and ``path`` itself is hard-linked rather than moved, so that at
+    every moment ``path`` exists.
+    """
+    previous = previous_checkpoint_paths(path, keep - 1)
+    if not previous or not os.path.exists(path):
+        return
+    for older, newer in zip(previous[::-1][:-1], previous[::-1][1:]):
+        if os.path.exists(newer):
+            os.replace(newer, older)
+    with atomic_path(previous[0]) as link:
+        os.unlink(link)
+        try:
+            os.link(path, link)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, link)
+
+
+def _free_space(folder: str) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2 ** 20:.0f} MiB"
+    except OSError:
+        return "unknown space"
 
 
 def contiguous_tensors(obj):

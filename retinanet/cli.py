@@ -3,7 +3,7 @@ import argparse
 import sys
 from typing import Callable
 
-from retinanet.errors import UserError
+from retinanet.errors import UserError, user_message
 
 
 def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser) -> None:
@@ -18,16 +18,6 @@ def run_cli(main: Callable[[argparse.Namespace], object], parser: argparse.Argum
     except UserError as error:
         print(f"error: {user_message(error)}", file=sys.stderr)
         sys.exit(2)
-
-
-def user_message(error: UserError) -> str:
-    """The one-line message, also when a DataLoader worker re-raised it with its traceback attached."""
-    text = str(error)
-    if "Original Traceback" in text:
-        last = text.strip().splitlines()[-1]
-        prefix = f"{type(error).__module__}.{type(error).__name__}: "
-        text = last[len(prefix):] if last.startswith(prefix) else last
-    return text
 
 
 def default_device() -> str:

@@ -2,14 +2,14 @@
 import math
 import time
 import warnings
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from retinanet.distributed import DistributedContext, all_reduce_mean, all_true
-from retinanet.errors import UserError
+from retinanet.errors import UserError, user_message
 
 
 def autocast_dtype(device: torch.device, name: Optional[str] = None) -> torch.dtype:
@@ -26,6 +26,25 @@ def autocast_context(device: torch.device, enabled: bool, dtype: Optional[torch.
 
 class NonFiniteLossError(UserError):
     """Too many non-finite losses in a row: the run stops, the last good checkpoint is kept."""
+
+
+class BatchLoadError(UserError):
+    """A batch could not be loaded (an image deleted or damaged after start-up); raised on every
+    process at the same step. ``batches``: batches of the epoch consumed before it."""
+
+    def __init__(self, message: str, batches: int):
+        super().__init__(message)
+        self.batches = batches
+
+
+def _next_batch(batches: Iterator) -> Tuple[Optional[tuple], Optional[str]]:
+    """(batch, None), (None, the loader's one-line error), or (None, None) at the end of the epoch."""
+    try:
+        return next(batches), None
+    except StopIteration:
+        return None, None
+    except UserError as error:  # the dataset's own message, e.g. "path.jpg: cannot read image"
+        return None, user_message(error)
 
 
 def train_one_epoch(
@@ -46,8 +65,9 @@ def train_one_epoch(
 
     A step whose loss is not finite on any process is skipped on all of them (with a warning
     naming each loss term and the batch's images); ``max_nonfinite_steps`` in a row raise
-    ``NonFiniteLossError``. ``on_step(record)`` is called after each step with its losses and
-    returns True to stop the epoch early (Ctrl-C / SIGTERM, periodic checkpoints).
+    ``NonFiniteLossError``. A batch the loader cannot load raises ``BatchLoadError`` on every
+    process, with the model as it was after the last step. ``on_step(record)`` is called after
+    each step with its losses and returns True to stop the epoch early (Ctrl-C / SIGTERM).
     """
     model.train()
     amp = amp_dtype is not None
@@ -55,7 +75,16 @@ def train_one_epoch(
     steps = skipped = bad_in_a_row = images_seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=description, unit="batch", disable=not context.is_main, dynamic_ncols=True)
-    for images, targets, metas in bar:
+    batches = iter(bar)
+    while True:
+        batch, load_error = _next_batch(batches)
+        # Every process holds the same number of batches; one that cannot load its batch stops them all here.
+        if not all_true(load_error is None, device, context):
+            bar.close()
+            raise BatchLoadError(load_error or "another process could not load its batch", steps + skipped)
+        if batch is None:
+            break
+        images, targets, metas = batch
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
         with autocast_context(device, amp, amp_dtype):

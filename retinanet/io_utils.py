@@ -1,5 +1,6 @@
 """Atomic file writes: nothing is ever left half-written."""
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -9,15 +10,26 @@ from typing import Iterator, Union
 PathLike = Union[str, os.PathLike]
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_prefix(path: PathLike) -> str:
+    """The name prefix of ``atomic_path``'s temporary files for ``path`` (hidden, beside it)."""
+    return f".{Path(path).name}."
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, durable: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched. A process killed
+    meanwhile (SIGKILL, power loss) leaves ``path`` as it was, and the temporary file for
+    ``remove_stale_temporaries``. durable: flush the file and the rename to the disk before
+    returning, so that a machine that goes down right after still holds the new file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600; give the result the permissions a plain open() would (umask applied).
@@ -26,10 +38,39 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        if durable:
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        try:
+            _fsync(path.parent)
+        except OSError:  # a folder cannot be opened for fsync on Windows
+            pass
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(path: PathLike) -> list:
+    """Delete the temporary files a killed writer of ``path`` left beside it; returns their paths.
+
+    Only for a file no other process is writing now (e.g. a run's own checkpoints at its start).
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f"{glob.escape(temporary_prefix(path))}*{TEMPORARY_SUFFIX}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
 
 
 @contextlib.contextmanager

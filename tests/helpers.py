@@ -67,6 +67,15 @@ def write_tiny_csv_dataset(folder, size=(96, 128), seed=0, images=None):
     return annotations, classes
 
 
+def train_argv(data, output_dir, *extra):
+    """train.py's flags for a fast, deterministic CPU run on ``data`` = (annotations csv, classes csv)."""
+    annotations, classes = data
+    return ["--dataset", "csv", "--csv_train", str(annotations), "--csv_classes", str(classes),
+            "--depth", "18", "--feature_size", "32", "--no_pretrained", "--min_side", "128", "--max_side", "160",
+            "--workers", "0", "--device", "cpu", "--output_dir", str(output_dir), "--flip_prob", "0.5",
+            "--optimizer", "adam", "--lr", "1e-3", "--warmup_iters", "2", "--clip_grad_norm", "0", *extra]
+
+
 def save_model_checkpoint(path, model: RetinaNet, class_names):
     torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "class_names": list(class_names),
                 "model_args": model.model_args()}, path)

@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from retinanet.cli import resolve_device, run_cli, user_message
-from retinanet.errors import UserError
+from retinanet.cli import resolve_device, run_cli
+from retinanet.errors import UserError, user_message
 from retinanet.io_utils import atomic_open, write_json
 from tests.helpers import TINY_IMAGES, save_model_checkpoint, spread_model, write_tiny_csv_dataset
 

@@ -4,8 +4,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from retinanet.checkpoint import read_checkpoint_file, save_checkpoint
 from retinanet.data import CSVDataset, Transform
 from retinanet.errors import UserError
 from retinanet.model import RetinaNet
-from tests.helpers import DENSE_IMAGES, save_model_checkpoint, write_tiny_csv_dataset
+from tests.helpers import DENSE_IMAGES, save_model_checkpoint, train_argv, write_tiny_csv_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,12 +30,7 @@ def tiny_data(tmp_path_factory):
 
 
 def args_for(data, output_dir, *extra):
-    annotations, classes = data
-    argv = ["--dataset", "csv", "--csv_train", annotations, "--csv_classes", classes,
-            "--depth", "18", "--feature_size", "32", "--no_pretrained", "--min_side", "128", "--max_side", "160",
-            "--workers", "0", "--device", "cpu", "--output_dir", str(output_dir), "--flip_prob", "0.5",
-            "--optimizer", "adam", "--lr", "1e-3", "--warmup_iters", "2", "--clip_grad_norm", "0", *extra]
-    return train_script.get_args_parser().parse_args(argv)
+    return train_script.get_args_parser().parse_args(train_argv(data, output_dir, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -219,34 +216,51 @@ def run_script(args, env_extra=None):
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_two_process_gloo_ddp_trains_the_weights_of_one_process_over_the_same_global_batch(tmp_path):
+def torchrun(*args):
+    launcher = [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"]
+    return [*launcher, "--nproc_per_node=2", *args]
+
+
+def worker_with_rank(launcher: subprocess.Popen, rank: int) -> int:
+    """The pid of the training process torchrun started with RANK=rank (Linux /proc)."""
+    children = open(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read().split()
+    for pid in children:
+        environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no process with RANK={rank} among {children}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's processes in /proc")
+def test_two_process_gloo_ddp_trains_the_weights_of_one_process_and_stops_together_on_sigterm(tmp_path):
     """Two images: every epoch is one step over both, at batch 2 in one process or batch 1 in each of two.
     Losses are normalised per image, so both take the same gradient; the backbone BatchNorm is frozen
     (--freeze_bn on) because trained BatchNorm normalises over a process's own images. SGD, whose step
     is linear in the gradient, keeps float rounding rounding-sized in the weights (Adam divides a
-    near-zero gradient by its own size)."""
+    near-zero gradient by its own size). Then SIGTERM to the second process of a two-process run: both
+    stop at the same step, the first saves, all exit 0, and --resume under torchrun ends on the weights
+    of the uninterrupted two-process run."""
     folder = tmp_path / "two"
     annotations, classes = write_tiny_csv_dataset(str(folder), size=(128, 160), images=DENSE_IMAGES)
     two = folder / "two.csv"
     two.write_text("".join(line for line in open(annotations) if "image_0" in line or "image_1" in line))
     initial = RetinaNet(num_classes=2, depth=18, feature_size=16)
     save_model_checkpoint(tmp_path / "initial.pt", initial, ["a", "b"])
+    epochs = 6
     common = ["--dataset", "csv", "--csv_train", str(two), "--csv_classes", classes, "--depth", "18",
               "--feature_size", "16", "--model_path", str(tmp_path / "initial.pt"), "--freeze_bn", "on",
               "--min_side", "128", "--max_side", "160", "--workers", "0", "--device", "cpu", "--flip_prob", "0.5",
-              "--epochs", "3", "--warmup_iters", "0", "--lr_schedule", "constant", "--optimizer", "sgd", "--lr", "0.05",
-              "--clip_grad_norm", "0"]
+              "--epochs", str(epochs), "--warmup_iters", "0", "--lr_schedule", "constant", "--optimizer", "sgd",
+              "--lr", "0.05", "--clip_grad_norm", "0"]
     single = run_script([sys.executable, "train.py", *common, "--batch_size", "2", "--output_dir", str(tmp_path / "1")])
     assert single.returncode == 0, single.stderr[-2000:]
-    torchrun = shutil.which("torchrun") or None
-    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    double = run_script([*launcher, "--nproc_per_node=2", "--master_port=29531", "train.py", *common,
-                         "--batch_size", "1", "--output_dir", str(tmp_path / "2")])
+    double = run_script(torchrun("--master_port=29531", "train.py", *common, "--batch_size", "1",
+                                 "--output_dir", str(tmp_path / "2")))
     assert double.returncode == 0, double.stderr[-3000:]
     assert "2 process(es)" in double.stdout
     first = [json.loads(line) for line in open(tmp_path / "1" / "metrics.jsonl")]
     second = [json.loads(line) for line in open(tmp_path / "2" / "metrics.jsonl")]
-    assert len(first) == len(second) == 3
+    assert len(first) == len(second) == epochs
     for one, two in zip(first, second):
         assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
     one_process = read_checkpoint_file(str(tmp_path / "1" / "last.pt"))["model"]
@@ -256,6 +270,29 @@ def test_two_process_gloo_ddp_trains_the_weights_of_one_process_over_the_same_gl
         step = (one_process[key] - start).abs().max().item()
         # within 1e-3 of how far the weights moved, or float32 rounding of the weights themselves
         assert step > 0 and torch.allclose(two_processes[key], one_process[key], rtol=1e-6, atol=1e-3 * step), key
+
+    stopped = tmp_path / "stopped"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launcher = subprocess.Popen(torchrun("--master_port=29532", "train.py", *common, "--batch_size", "1",
+                                         "--output_dir", str(stopped)),
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (stopped / "last.pt").exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first epoch's checkpoint: every process is inside the loop by now
+    os.kill(worker_with_rank(launcher, 1), signal.SIGTERM)
+    out, err = launcher.communicate(timeout=240)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "SIGTERM: stopping after this step" in out + err
+    saved = read_checkpoint_file(str(stopped / "last.pt"))
+    assert 1 <= saved["epoch"] < epochs and saved["batches_done"] == 0
+    assert f"stopped after epoch {saved['epoch']}; saved {stopped / 'last.pt'}" in out
+    resumed = run_script(torchrun("--master_port=29533", "train.py", *common, "--batch_size", "1",
+                                  "--output_dir", str(stopped), "--resume", str(stopped / "last.pt")))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed {stopped / 'last.pt'}: epoch {saved['epoch']}" in resumed.stdout
+    finished = read_checkpoint_file(str(stopped / "last.pt"))["model"]
+    for key in two_processes:
+        assert torch.equal(finished[key], two_processes[key]), key
 
 
 def test_bad_flags_and_missing_files(tiny_data, tmp_path, capsys):
