@@ -11,6 +11,7 @@ Usage:
 """
 import argparse
 import json
+import math
 import os
 import signal
 import time
@@ -49,6 +50,7 @@ from retinanet.training import (
     build_scheduler,
     capped_warmup,
     capture_rng_state,
+    refresh_lr,
     restore_rng_state,
     seed_everything,
 )
@@ -89,11 +91,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--optimizer", choices=["adam", "sgd"], default="adam", help="adam (original) or sgd")
     optim.add_argument("--lr", type=float, help="learning rate (default 1e-5 for adam, 0.01 for sgd)")
     optim.add_argument("--weight_decay", type=float, help="weight decay (default 0 for adam, 1e-4 for sgd)")
-    optim.add_argument("--lr_schedule", choices=["cosine", "step", "constant"], default="cosine",
-                       help="LR decay after warm-up (default cosine)")
+    optim.add_argument("--lr_schedule", choices=["plateau", "cosine", "step", "constant"], default="plateau",
+                       help="LR decay after warm-up; plateau (the original's ReduceLROnPlateau): x --lr_gamma "
+                            "after --lr_patience epochs without a lower training loss (default plateau)")
     optim.add_argument("--lr_steps", type=int, nargs="*", default=[],
                        help="epochs at which the step schedule multiplies the LR by --lr_gamma")
-    optim.add_argument("--lr_gamma", type=float, default=0.1, help="step schedule factor (default 0.1)")
+    optim.add_argument("--lr_gamma", type=float, default=0.1, help="step and plateau schedule factor (default 0.1)")
+    optim.add_argument("--lr_patience", type=int, default=3,
+                       help="plateau schedule: epochs without a lower loss before the LR drops (default 3)")
     optim.add_argument("--warmup_iters", type=int, default=500,
                        help="linear warm-up iterations, at most the first epoch's (as in torchvision's detection "
                             "references), so a short fine-tune still reaches --lr (default 500)")
@@ -133,7 +138,7 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size", "keep_checkpoints"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    for flag in ("workers", "warmup_iters"):
+    for flag in ("workers", "warmup_iters", "lr_patience"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
     if args.dist_timeout <= 0:
@@ -226,19 +231,26 @@ def train(args: argparse.Namespace, context) -> dict:
     optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
     warmup_iterations = capped_warmup(args.warmup_iters, iterations_per_epoch)
     schedule = LRSchedule(args.epochs * iterations_per_epoch, warmup_iterations, args.warmup_factor,
-                          args.lr_schedule, [e * iterations_per_epoch for e in args.lr_steps], args.lr_gamma)
+                          args.lr_schedule, [e * iterations_per_epoch for e in args.lr_steps], args.lr_gamma,
+                          args.lr_patience)
     amp_dtype = autocast_dtype(device, args.amp_dtype) if args.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     epoch, batches_done, iteration, best_map, history = args.start_epoch, 0, 0, -1.0, []
+    # Loss sums of the epoch's steps so far: an epoch resumed in its middle still reports (and the
+    # plateau schedule still sees) the mean over all of its steps.
+    epoch_sums = {"classification": 0.0, "regression": 0.0, "steps": 0}
     if resume is not None:
         epoch, batches_done, iteration, best_map, history = restore_training_state(
             resume, model, optimizer, scaler, args.weight_decay)
+        if batches_done:
+            epoch_sums.update(resume.get("epoch_sums", {}))
         log(f"resumed {args.resume}: epoch {epoch}, {batches_done} batches of it done, iteration {iteration}")
         for flag in ("lr", "weight_decay"):
             if resume["args"][flag] != getattr(args, flag):
                 log(f"--{flag} {getattr(args, flag):g} applies from iteration {iteration} "
                     f"(the checkpoint's run had {resume['args'][flag]:g})")
+    schedule.set_epoch_losses([record["loss"] for record in history])
     scheduler = build_scheduler(optimizer, schedule, args.lr, iteration)
     capped = ""
     if warmup_iterations < args.warmup_iters:
@@ -277,6 +289,7 @@ def train(args: argparse.Namespace, context) -> dict:
             "iteration": scheduler.last_epoch,
             "best_map": best_map,
             "history": history,
+            "epoch_sums": dict(epoch_sums),
             "metrics": metrics,
             "args": {k: v for k, v in vars(args).items()},
             "rng": capture_rng_state(),
@@ -302,6 +315,9 @@ def train(args: argparse.Namespace, context) -> dict:
             )
 
             def on_step(record, epoch=epoch, done_before=batches_done):
+                epoch_sums["classification"] += record["classification"]
+                epoch_sums["regression"] += record["regression"]
+                epoch_sums["steps"] += 1
                 if args.save_every and context.is_main and scheduler.last_epoch % args.save_every == 0:
                     save_last(epoch, done_before + record["batches"], record)
                 return stop_agreed()
@@ -330,8 +346,12 @@ def train(args: argparse.Namespace, context) -> dict:
 
             epoch += 1
             batches_done = 0
-            record = {"epoch": epoch, "loss": summary["loss"], "classification": summary["classification"],
-                      "regression": summary["regression"], "lr": optimizer.param_groups[0]["lr"],
+            steps = epoch_sums["steps"]
+            classification = epoch_sums["classification"] / steps if steps else math.nan
+            regression = epoch_sums["regression"] / steps if steps else math.nan
+            epoch_sums.update(classification=0.0, regression=0.0, steps=0)
+            record = {"epoch": epoch, "loss": classification + regression, "classification": classification,
+                      "regression": regression, "lr": optimizer.param_groups[0]["lr"],
                       "skipped_steps": summary["skipped"], "images_per_second": summary["images_per_second"],
                       "seconds": time.perf_counter() - start}
             if val_set is not None and (epoch % args.val_every == 0 or epoch == args.epochs):
@@ -343,6 +363,8 @@ def train(args: argparse.Namespace, context) -> dict:
                     record["ap"] = {name: c["ap"] for name, c in result["per_class"].items()}
                     log(format_validation(result))
             history.append(record)
+            schedule.set_epoch_losses([r["loss"] for r in history])
+            refresh_lr(scheduler)
             log(f"epoch {epoch}/{args.epochs}: loss {record['loss']:.4f} (cls {record['classification']:.4f}, "
                 f"reg {record['regression']:.4f}), {record['images_per_second']:.1f} img/s, "
                 f"{record['seconds']:.0f} s" + (f", mAP {record['map']:.4f}" if "map" in record else ""))

@@ -74,17 +74,23 @@ def get_args_parser() -> argparse.ArgumentParser:
 def tiny_model_checkpoint(path: str) -> None:
     """A seeded random ResNet-18 RetinaNet with 32 FPN channels that detects like a trained one.
 
-    The stock initialisation scores every anchor 0.01 give or take 1e-4; scaled head weights spread the
-    scores so that tens of boxes per 160x90 frame pass 0.5, and scaled box offsets vary their shapes.
+    The stock initialisation scores every anchor 0.01 (zero output weights); random head weights spread
+    the scores so that tens of boxes per 160x90 frame pass 0.5, and random box offsets vary their shapes.
     """
     torch.manual_seed(0)
     model = RetinaNet(num_classes=len(CLASS_NAMES), depth=18, feature_size=32).eval()
     head = model.classificationModel
     with torch.no_grad():
+        for conv in model.fpn.modules():  # PyTorch's default conv initialisation: smaller than He's
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.reset_parameters()
+        boxes = model.regressionModel
+        for conv in (boxes.conv1, boxes.conv2, boxes.conv3, boxes.conv4):
+            conv.weight.normal_(0, 0.01)
         for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
-            conv.weight.mul_(10)
+            conv.weight.normal_(0, 0.1)
         head.output.bias.fill_(-1.5)
-        model.regressionModel.output.weight.mul_(50)
+        model.regressionModel.output.weight.normal_(0, 0.5)
     save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
                            "class_names": CLASS_NAMES, "model_args": model.model_args()})
 

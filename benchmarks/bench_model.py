@@ -225,11 +225,11 @@ def build_model(depth: int, num_classes: int, device: torch.device, channels_las
 
 
 def set_scores_near(model: RetinaNet, score: float) -> None:
-    """Make every class score about ``score``: bias = logit(score), output weights scaled by 1e-3 so
-    scores still differ (by ~1e-4) and top-k and NMS see a realistic, varied ordering."""
+    """Make every class score about ``score``: bias = logit(score), small random output weights so
+    scores still differ and top-k and NMS see a realistic, varied ordering."""
     output = model.classificationModel.output
     with torch.no_grad():
-        output.weight.mul_(1e-3)
+        output.weight.normal_(0, 1e-5)
         output.bias.fill_(math.log(score / (1.0 - score)))
 
 

@@ -29,6 +29,17 @@ RESNET_DEPTHS = {
 }
 
 
+def he_normal_(conv: nn.Conv2d) -> None:
+    """He initialisation (fan-out, as torchvision's ResNet and the original project's heads) and zero bias.
+
+    The paper's N(0, 0.01) shrinks the signal through the four 256-channel head convs about 75-fold
+    at the start, which a pretrained backbone forgives and a from-scratch run pays for: on the
+    learning benchmark it lost 0.015 person and 0.013 head AP@0.5 in 5 epochs.
+    """
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    nn.init.zeros_(conv.bias)
+
+
 class FeaturePyramid(nn.Module):
     """FPN over C3-C5: P3-P5 by top-down addition of upsampled 1x1 laterals, P6 = conv(C5), P7 = conv(relu(P6))."""
 
@@ -43,6 +54,9 @@ class FeaturePyramid(nn.Module):
         self.P6 = nn.Conv2d(c5_channels, feature_size, 3, stride=2, padding=1)
         self.P7_1 = nn.ReLU()
         self.P7_2 = nn.Conv2d(feature_size, feature_size, 3, stride=2, padding=1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                he_normal_(module)
 
     def forward(self, c3: torch.Tensor, c4: torch.Tensor, c5: torch.Tensor) -> List[torch.Tensor]:
         # The lateral sum is upsampled before its 3x3 conv, as in the published checkpoint.
@@ -72,9 +86,11 @@ class Subnet(nn.Module):
         self.conv4 = nn.Conv2d(feature_size, feature_size, 3, padding=1)
         self.act4 = nn.ReLU()
         self.output = nn.Conv2d(feature_size, num_anchors * values_per_anchor, 3, padding=1)
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.output):
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            he_normal_(conv)
+        # Zero outputs: every anchor starts at the prior score (bias set by RetinaNet) and at its own box.
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
 
     def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         """features: per level (B, C, H_l, W_l) -> (B, sum_l H_l W_l A, values_per_anchor)."""

@@ -22,10 +22,33 @@ def capped_warmup(warmup_iterations: int, iterations_per_epoch: int) -> int:
     return max(0, min(warmup_iterations, iterations_per_epoch - 1))
 
 
-class LRSchedule:
-    """Per-iteration LR factor: linear warm-up, then cosine decay to 0, step decay, or constant.
+def plateau_factor(epoch_losses: Sequence[float], patience: int = 3, gamma: float = 0.1,
+                   threshold: float = 1e-4) -> float:
+    """The LR factor after ``epoch_losses``, by the rule of ``torch.optim.lr_scheduler.ReduceLROnPlateau``
+    (mode min, relative threshold, no cooldown) stepped once per epoch on its loss, as the original
+    project's train.py steps it: x ``gamma`` once ``patience`` epochs in a row fail to lower the best loss.
 
-    step: multiplied by ``gamma`` at each milestone (in iterations).
+    A function of the losses alone, so a resumed run, which has them in its history, gets the same LR.
+    A NaN loss (an epoch whose steps were all skipped) counts as no improvement. Unlike torch, it
+    has no floor (torch ignores a decay that changes the LR by less than 1e-8).
+    """
+    factor, best, bad_epochs = 1.0, math.inf, 0
+    for loss in epoch_losses:
+        if loss < best * (1 - threshold):
+            best, bad_epochs = loss, 0
+        else:
+            bad_epochs += 1
+        if bad_epochs > patience:
+            factor *= gamma
+            bad_epochs = 0
+    return factor
+
+
+class LRSchedule:
+    """Per-iteration LR factor: linear warm-up, then cosine decay to 0, step decay, plateau decay or constant.
+
+    step: multiplied by ``gamma`` at each milestone (in iterations). plateau: multiplied by ``gamma``
+    when the epoch losses (``set_epoch_losses``) stop falling, see ``plateau_factor``.
     """
 
     def __init__(
@@ -36,6 +59,7 @@ class LRSchedule:
         kind: str = "cosine",
         milestones: Sequence[int] = (),
         gamma: float = 0.1,
+        patience: int = 3,
     ):
         self.total_iterations = max(1, total_iterations)
         self.warmup_iterations = warmup_iterations
@@ -43,6 +67,8 @@ class LRSchedule:
         self.kind = kind
         self.milestones = sorted(milestones)
         self.gamma = gamma
+        self.patience = patience
+        self.plateau = 1.0
 
     def __call__(self, iteration: int) -> float:
         factor = 1.0
@@ -53,7 +79,13 @@ class LRSchedule:
             factor *= 0.5 * (1 + math.cos(math.pi * min(iteration, self.total_iterations) / self.total_iterations))
         elif self.kind == "step":
             factor *= self.gamma ** sum(iteration >= m for m in self.milestones)
+        elif self.kind == "plateau":
+            factor *= self.plateau
         return factor
+
+    def set_epoch_losses(self, epoch_losses: Sequence[float]) -> None:
+        """The mean training loss of every epoch so far (the plateau schedule's input)."""
+        self.plateau = plateau_factor(epoch_losses, self.patience, self.gamma)
 
     def describe(self, peak_lr: float) -> str:
         """One line: peak LR, warm-up, decay and length, e.g. for the start of a run's log."""
@@ -67,6 +99,9 @@ class LRSchedule:
             decay = (f"x{self.gamma:g} at iterations {', '.join(map(str, self.milestones))}" if self.milestones
                      else "no decay (no --lr_steps)")
             decay = f"step decay {decay}, {self.total_iterations} iterations"
+        elif self.kind == "plateau":
+            decay = (f"x{self.gamma:g} after {self.patience} epochs without a lower epoch loss, "
+                     f"{self.total_iterations} iterations")
         else:
             decay = f"constant, {self.total_iterations} iterations"
         return f"peak LR {peak_lr:g}, {warmup}, {decay}"
@@ -81,6 +116,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule, peak
         group["initial_lr"] = peak_lr
     # LambdaLR takes one step on construction: from last_epoch = iteration - 1 to iteration.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule, last_epoch=iteration - 1)
+
+
+def refresh_lr(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set the LR of the current iteration again after the schedule itself changed (a plateau
+    decision at the end of an epoch), so the next step already takes it."""
+    lrs = [base * scheduler.lr_lambdas[0](scheduler.last_epoch) for base in scheduler.base_lrs]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def capture_rng_state() -> Dict[str, object]:

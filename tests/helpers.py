@@ -84,15 +84,28 @@ def save_model_checkpoint(path, model: RetinaNet, class_names):
 def spread_model(**kwargs) -> RetinaNet:
     """A random ResNet-18 RetinaNet whose scores spread over (0.1, 0.7) and whose boxes vary.
 
-    The stock initialisation gives every anchor a score within 1e-4 of 0.01, so any two kernels'
-    rounding would reorder them; scaled heads make the outputs look like a trained model's.
+    The stock initialisation gives every anchor the prior score 0.01 (zero output weights), so any
+    two kernels' rounding would reorder them; random heads make the outputs look like a trained model's.
     """
     torch.manual_seed(0)
     model = RetinaNet(num_classes=2, depth=18, feature_size=16, **kwargs).eval()
+    randomise_heads(model, class_bias=-1.0)
+    return model
+
+
+def randomise_heads(model: RetinaNet, class_bias: float, class_std: float = 0.1, box_std: float = 0.5) -> None:
+    """Random heads over an FPN at PyTorch's default conv initialisation (smaller than He's): N(0, class_std)
+    classification convs, N(0, 0.01) hidden box convs and N(0, box_std) box outputs, so that scores vary
+    without saturating and boxes vary without flying off the image."""
     head = model.classificationModel
     with torch.no_grad():
+        for conv in model.fpn.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.reset_parameters()
+        boxes = model.regressionModel
+        for conv in (boxes.conv1, boxes.conv2, boxes.conv3, boxes.conv4):
+            conv.weight.normal_(0, 0.01)
         for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
-            conv.weight.mul_(10)
-        head.output.bias.fill_(-1.0)
-        model.regressionModel.output.weight.mul_(50)
-    return model
+            conv.weight.normal_(0, class_std)
+        head.output.bias.fill_(class_bias)
+        model.regressionModel.output.weight.normal_(0, box_std)

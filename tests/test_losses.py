@@ -143,6 +143,9 @@ def test_retinanet_loss_matches_reference_and_handles_empty_images():
 
 def test_no_boxes_gives_zero_box_loss_finite_class_loss_and_gradients():
     model = RetinaNet(num_classes=2, depth=18, feature_size=32, freeze_bn=False)
+    with torch.no_grad():  # zero-initialised outputs pass no gradient back to the layers below them
+        model.classificationModel.output.weight.normal_(0, 0.01)
+        model.regressionModel.output.weight.normal_(0, 0.01)
     images = torch.randn(2, 3, 64, 96)
     targets = [
         {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from retinanet.training import LRSchedule, build_scheduler, capped_warmup
+from retinanet.training import LRSchedule, build_scheduler, capped_warmup, plateau_factor, refresh_lr
 
 
 def test_warmup_then_constant_cosine_and_step_factors():
@@ -46,3 +46,36 @@ def test_scheduler_follows_the_new_schedule_from_an_optimizer_state_of_another()
     fresh = torch.optim.SGD(model.parameters(), lr=0.5)
     build_scheduler(fresh, LRSchedule(8, warmup_iterations=2, warmup_factor=0.1), 2.0)
     assert fresh.param_groups[0]["lr"] == pytest.approx(2.0 * 0.1)
+
+
+@pytest.mark.parametrize("patience", [0, 1, 3])
+def test_plateau_factor_is_torchs_reduce_lr_on_plateau_stepped_per_epoch(patience):
+    generator = torch.Generator().manual_seed(patience)
+    # falling, flat, tiny (below the 1e-4 relative threshold) and NaN steps
+    losses = [2.0, 1.5, 1.5, 1.49995, 1.6, 1.2, float("nan"), 1.3, 1.3, 1.3, 1.3, 1.1, 1.1000, 1.2]
+    losses += (1 + torch.rand(30, generator=generator)).tolist()
+    reference_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(reference_optimizer, patience=patience, factor=0.1)
+    for epoch in range(len(losses)):
+        reference.step(losses[epoch])
+        lr = reference_optimizer.param_groups[0]["lr"]
+        if lr < 1e-6:  # torch stops where a decay would change the LR by less than its eps, 1e-8
+            break
+        assert plateau_factor(losses[: epoch + 1], patience) == pytest.approx(lr, rel=1e-12), epoch
+    assert reference_optimizer.param_groups[0]["lr"] < 1e-2  # it did decay
+
+
+def test_plateau_schedule_takes_effect_from_the_next_step():
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    schedule = LRSchedule(100, warmup_iterations=2, warmup_factor=0.1, kind="plateau", patience=0, gamma=0.5)
+    scheduler = build_scheduler(optimizer, schedule, 2.0, iteration=4)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2.0)
+    schedule.set_epoch_losses([1.0, 1.0])  # no improvement in epoch 2: x0.5
+    refresh_lr(scheduler)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0) and scheduler.get_last_lr() == [pytest.approx(1.0)]
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)
+    assert schedule.describe(2.0) == ("peak LR 2, linear warm-up from 0.1x over 2 iterations, "
+                                      "x0.5 after 0 epochs without a lower epoch loss, 100 iterations")

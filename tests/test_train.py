@@ -109,7 +109,9 @@ class InterruptAfter:
 
 
 def test_resume_mid_epoch_reaches_the_same_weights(tiny_data, tmp_path, monkeypatch):
-    common = ("--epochs", "3", "--batch_size", "2", "--seed", "3")
+    """Under the default plateau schedule, here with no patience: the LR drops after any epoch whose
+    loss is not lower, and the resumed run must see the same epoch losses to take the same LRs."""
+    common = ("--epochs", "3", "--batch_size", "2", "--seed", "3", "--lr_patience", "0", "--lr_gamma", "0.5")
     straight = train_script.main(args_for(tiny_data, tmp_path / "straight", *common))["model"]
 
     monkeypatch.setattr(train_script, "train_one_epoch", InterruptAfter(5))
@@ -126,6 +128,21 @@ def test_resume_mid_epoch_reaches_the_same_weights(tiny_data, tmp_path, monkeypa
                                          "--resume", str(tmp_path / "resumed" / "last.pt")))["model"]
     for (key, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
+    logged = {}
+    for run in ("straight", "resumed"):
+        records = [json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")]
+        logged[run] = [(r["loss"], r["classification"], r["regression"], r["lr"]) for r in records]
+    assert logged["resumed"] == logged["straight"]  # the epoch cut by the stop reports all of its steps
+
+    # The LRs are torch's ReduceLROnPlateau stepped on each epoch's loss (after the 2-iteration warm-up).
+    reference_optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+    reference = torch.optim.lr_scheduler.ReduceLROnPlateau(reference_optimizer, patience=0, factor=0.5)
+    for loss, _, _, lr in logged["straight"]:
+        assert lr == pytest.approx(reference_optimizer.param_groups[0]["lr"], rel=1e-12)
+        reference.step(loss)
+    for run in ("straight", "resumed"):  # the LR the next step would take, decided on the last epoch's loss
+        next_lr = read_checkpoint_file(str(tmp_path / run / "last.pt"))["optimizer"]["param_groups"][0]["lr"]
+        assert next_lr == pytest.approx(reference_optimizer.param_groups[0]["lr"], rel=1e-12)
 
 
 def lrs(folder):
@@ -245,6 +262,10 @@ def test_two_process_gloo_ddp_trains_the_weights_of_one_process_and_stops_togeth
     two = folder / "two.csv"
     two.write_text("".join(line for line in open(annotations) if "image_0" in line or "image_1" in line))
     initial = RetinaNet(num_classes=2, depth=18, feature_size=16)
+    with torch.no_grad():  # the paper's small head weights: unclipped SGD from He-initialised heads diverges
+        for head in (initial.classificationModel, initial.regressionModel):
+            for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
+                conv.weight.normal_(0, 0.01)
     save_model_checkpoint(tmp_path / "initial.pt", initial, ["a", "b"])
     epochs = 6
     common = ["--dataset", "csv", "--csv_train", str(two), "--csv_classes", classes, "--depth", "18",
@@ -262,7 +283,7 @@ def test_two_process_gloo_ddp_trains_the_weights_of_one_process_and_stops_togeth
     second = [json.loads(line) for line in open(tmp_path / "2" / "metrics.jsonl")]
     assert len(first) == len(second) == epochs
     for one, two in zip(first, second):
-        assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+        assert math.isfinite(one["loss"]) and two["loss"] == pytest.approx(one["loss"], rel=1e-5)
     one_process = read_checkpoint_file(str(tmp_path / "1" / "last.pt"))["model"]
     two_processes = read_checkpoint_file(str(tmp_path / "2" / "last.pt"))["model"]
     trainable = {key: p.detach() for key, p in initial.named_parameters() if p.requires_grad}

@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> None:
     run("train", ["train.py", "--dataset", "csv", "--csv_classes", classes_csv, "--csv_train", train_csv,
                   "--csv_val", val_csv, "--depth", "18", "--feature_size", "64", "--no_pretrained",
                   "--epochs", str(args.epochs), "--batch_size", "8", "--optimizer", "adam", "--lr", "1e-3",
-                  "--warmup_iters", "50", "--val_every", str(args.epochs), "--workers", "1",
+                  "--warmup_iters", "50", "--lr_schedule", "cosine", "--val_every", str(args.epochs), "--workers", "1",
                   "--device", args.device, "--seed", str(args.seed), "--output_dir", weights_dir, *image_size])
     model = os.path.join(weights_dir, "best.pt")
     run("validate", ["csv_validation.py", "--csv_classes", classes_csv, "--csv_val", val_csv, "--model_path", model,
