@@ -3,6 +3,7 @@
 Usage:
     python benchmarks/bench_memory.py                      # 1- and 5-minute 720p videos, 200 and 2000 images
     python benchmarks/bench_memory.py --video_minutes 0.1 0.5 --csv_images 50 200       # a quick look
+    python benchmarks/bench_memory.py --video_minutes --no_coco                   # csv_validation without COCO AP
 
 Each run is a subprocess with a tiny model (ResNet-18 RetinaNet, 32 FPN channels, seeded random weights
 scaled so that tens of boxes per frame score above detect.py's 0.5) at small --min_side/--max_side,
@@ -66,6 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="loader processes (default: %(default)s)")
     parser.add_argument("--no_images", action="store_true",
                         help="detect.py without the annotated video (inference and detections.jsonl only)")
+    parser.add_argument("--no_coco", action="store_true",
+                        help="csv_validation.py without COCO AP (whose libraries keep a Python object per detection)")
     parser.add_argument("--output", default=os.path.join(RESULTS, "bench_memory.json"),
                         help="JSON results file (default: %(default)s)")
     return parser
@@ -286,11 +289,13 @@ def bench_csv(num_images: int, checkpoint: str, work: str, args) -> dict:
     output_dir = os.path.join(work, f"validate_{num_images}")
     command = [sys.executable, "csv_validation.py", "--model_path", checkpoint, "--csv_val", annotations,
                "--output_dir", output_dir, "--min_side", str(args.min_side), "--max_side", str(args.max_side),
-               "--batch_size", str(args.batch_size), "--workers", str(args.workers), "--device", "cpu"]
-    print(f"csv_validation.py on {num_images} images ...", flush=True)
+               "--batch_size", str(args.batch_size), "--workers", str(args.workers), "--device", "cpu",
+               *(["--no_coco"] if args.no_coco else [])]
+    print(f"csv_validation.py on {num_images} images{' (--no_coco)' if args.no_coco else ''} ...", flush=True)
     row = measure(command, os.path.join(work, f"validate_{num_images}.log"))
     records, boxes = count_boxes(os.path.join(output_dir, "detections.jsonl"))
-    return {"input": f"csv {num_images} images", "items": records, "detections": boxes,
+    return {"input": f"csv {num_images} images" + (", no COCO" if args.no_coco else ""), "items": records,
+            "detections": boxes,
             "detections_mib": round(boxes * DETECTION_BYTES / MIB, 1), **row}
 
 

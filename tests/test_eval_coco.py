@@ -18,6 +18,7 @@ from retinanet.evaluation.coco import (
     detections_to_coco_results,
     evaluate_coco,
     write_coco_results,
+    write_detections_as_coco_results,
 )
 
 
@@ -201,6 +202,20 @@ def test_detections_to_coco_results():
         {"image_id": 9, "category_id": 90, "bbox": [1.0, 2.0, 2.0, 2.0], "score": 0.1},
     ]
     assert all(type(r["image_id"]) is int and type(r["score"]) is float for r in results)
+
+
+def test_coco_results_written_an_image_at_a_time_are_the_bytes_of_the_whole_list(tmp_path):
+    rng = np.random.default_rng(3)
+    detections = []
+    for count in (3, 0, 5, 0, 1):
+        corners = rng.uniform(0, 300, size=(count, 2))
+        detections.append({"boxes": np.hstack([corners, corners + rng.uniform(1, 50, size=(count, 2))]),
+                           "scores": rng.uniform(0, 1, count), "labels": rng.integers(0, 2, count)})
+    for records, ids in ((detections, [4, 5, 6, 7, 8]), (detections[1:2], [5]), ([], [])):
+        write_coco_results(tmp_path / "whole.json", detections_to_coco_results(records, ids, [1, 90]))
+        write_detections_as_coco_results(tmp_path / "streamed.json", records, ids, [1, 90])
+        assert (tmp_path / "streamed.json").read_bytes() == (tmp_path / "whole.json").read_bytes()
+        assert len(json.loads((tmp_path / "streamed.json").read_text())) == sum(len(r["scores"]) for r in records)
 
 
 def test_bad_input_is_a_user_error(tmp_path):

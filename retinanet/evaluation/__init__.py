@@ -10,6 +10,7 @@ from retinanet.evaluation.coco import (
     detections_to_coco_results,
     evaluate_coco,
     write_coco_results,
+    write_detections_as_coco_results,
 )
 from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
 from retinanet.evaluation.detection_files import read_detections, write_detections_jsonl
@@ -27,5 +28,6 @@ __all__ = [
     "plot_pr_curves",
     "read_detections",
     "write_coco_results",
+    "write_detections_as_coco_results",
     "write_detections_jsonl",
 ]

@@ -215,6 +215,25 @@ def detections_to_coco_results(
     ]
 
 
+def write_detections_as_coco_results(
+    path: Union[str, os.PathLike], detections: Sequence[dict], image_ids: Sequence[int], category_ids: Sequence[int]
+) -> Path:
+    """``write_coco_results(path, detections_to_coco_results(...))``, the same bytes, written an image at a
+    time: the Python dicts of one image's results exist at once, not those of the whole dataset
+    (about 0.7 KB per detection: 350 MiB for 500k). Returns the path."""
+    if len(detections) != len(image_ids):
+        raise ValueError(f"{len(detections)} detection records for {len(image_ids)} image ids")
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        separator = "["
+        for record, image_id in zip(detections, image_ids):
+            results = detections_to_coco_results([record], [image_id], category_ids)
+            if results:
+                handle.write(separator + json.dumps(results, separators=(",", ":"))[1:-1])
+                separator = ","
+        handle.write("[]" if separator == "[" else "]")
+    return Path(path)
+
+
 def write_coco_results(path: Union[str, os.PathLike], results: "list[dict]") -> Path:
     """Write COCO results atomically as one compact JSON list; returns the path."""
     with atomic_open(path, "w", encoding="utf-8") as handle:

@@ -27,7 +27,7 @@ from retinanet.cli import add_inference_arguments, check_inference_arguments
 from retinanet.data.crowdhuman import BODY_CLASS, HEAD_CLASS
 from retinanet.data.dataset import DetectionDataset
 from retinanet.errors import UserError
-from retinanet.evaluation.coco import detections_to_coco_results, evaluate_coco, write_coco_results
+from retinanet.evaluation.coco import detections_to_coco_results, evaluate_coco, write_detections_as_coco_results
 from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
 from retinanet.evaluation.detection_files import write_detections_jsonl
 from retinanet.evaluation.matching import flatten_ground_truths
@@ -213,9 +213,11 @@ def evaluate_and_report(
         path = os.path.join(output_dir, "detections.jsonl")
         write_detections_jsonl(path, detections, names, class_names)
         written.append(path)
-    results = detections_to_coco_results(detections, coco_image_ids, coco_category_ids)
-    written.append(str(write_coco_results(os.path.join(output_dir, "coco_results.json"), results)))
-    coco_result = evaluate_coco(coco_gt, results) if coco_gt is not None else None
+    coco_path = os.path.join(output_dir, "coco_results.json")
+    written.append(str(write_detections_as_coco_results(coco_path, detections, coco_image_ids, coco_category_ids)))
+    coco_result = None
+    if coco_gt is not None:  # the COCO libraries hold every result as a Python dict
+        coco_result = evaluate_coco(coco_gt, detections_to_coco_results(detections, coco_image_ids, coco_category_ids))
 
     shown = _with_ground_truth(voc_result)
     # plot_pr_curves cannot draw an empty curve; a class without detections has AP 0 in the table.
