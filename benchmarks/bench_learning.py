@@ -32,7 +32,7 @@ seconds less so), 300 / 80 images, each recipe run separately with ``--recipes``
 
     recipe                              person AP@0.5    head AP@0.5  train wall s  train CPU s
     original, 5 epochs                          0.959          0.995          2228         1339
-    ours, original recipe, 5 epochs             0.965          0.996          1610         1256
+    ours, original recipe, 5 epochs             0.965          0.996          1336         1194
     (train.py's defaults: He-initialised heads, warm-up capped at 74 iterations, plateau schedule)
     ours, original recipe, cosine               0.941          0.991          1872         1190
     (ours with --extra_train_args "--lr_schedule cosine")
