@@ -1,10 +1,8 @@
-import os
-import sys
-
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# No sys.path edits: tests/ is a package, so pytest puts the checkout's root (the root scripts and
+# retinanet/) first on the path.
 
 # Tests run on 2-core CI machines: small thread pools avoid oversubscription with DataLoader workers.
 torch.set_num_threads(2)

@@ -196,11 +196,7 @@ def test_script_exits_with_one_line_error(tmp_path):
 
 
 def test_main_arguments_reach_the_generator(tmp_path):
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import make_synthetic_crowdhuman
-    finally:
-        sys.path.remove(str(REPO / "tools"))
+    from tools import make_synthetic_crowdhuman  # tools/ as a namespace package of the checkout's root
     args = make_synthetic_crowdhuman.get_args_parser().parse_args(
         ["--output_dir", str(tmp_path), "--num_train", "2", "--num_val", "1", "--width", "200",
          "--height", "150", "--min_people", "1", "--max_people", "1", "--min_head", "30", "--max_head", "30"])
