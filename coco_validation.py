@@ -20,13 +20,13 @@ coco_results.json (the set's image and category ids), metrics.json and
 import argparse
 import os
 
-from retinanet.checkpoint import load_model
 from retinanet.cli import resolve_device, run_cli
 from retinanet.data import CocoDataset, Transform
 from retinanet.errors import UserError
 from retinanet.evaluation.detection_files import read_detections
-from retinanet.evaluation.run import add_model_arguments, check_common_args, evaluate_and_report, image_names
+from retinanet.hub import load_model
 from retinanet.validation import predict_dataset
+from retinanet.validation_scripts import add_model_arguments, check_common_args, evaluate_and_report, image_names
 
 # COCO scores at most 100 detections per image.
 COCO_MAX_DETECTIONS = 100

@@ -37,11 +37,11 @@ build_annotations_file.py's JSON), metrics.json and <class>_precision_recall.png
 import argparse
 import os
 
-from retinanet.checkpoint import load_model
 from retinanet.cli import add_class_list_argument, resolve_device, run_cli
 from retinanet.data import CSVDataset, Transform, read_class_list
 from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES
 from retinanet.errors import UserError
+from retinanet.evaluation.coco import coco_ground_truth
 from retinanet.evaluation.detection_files import read_detection_file
 from retinanet.evaluation.odgt_ground_truth import (
     CROWDHUMAN_BOXES,
@@ -51,16 +51,16 @@ from retinanet.evaluation.odgt_ground_truth import (
     read_odgt_ground_truth,
     resolve_image_sizes,
 )
-from retinanet.evaluation.run import (
+from retinanet.hub import load_model
+from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths, predict_dataset
+from retinanet.validation_scripts import (
     CROWDHUMAN_MAX_DETECTIONS,
     CROWDHUMAN_SCORE_THRESHOLD,
     add_model_arguments,
     check_common_args,
-    coco_ground_truth,
     evaluate_and_report,
     image_names,
 )
-from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths, predict_dataset
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retinanet.checkpoint import load_model
 from retinanet.cli import (
     add_class_list_argument,
     add_inference_arguments,
@@ -39,6 +38,7 @@ from retinanet.cli import (
 from retinanet.data import Transform, read_class_list, read_image, read_image_size
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
+from retinanet.hub import load_model
 from retinanet.image_sources import InputSpec, VideoInfo, make_batches, read_frames, resolve_input
 from retinanet.io_utils import atomic_open, write_json
 from retinanet.visualization import class_colours, draw_detections, select_detections, write_image

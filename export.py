@@ -16,7 +16,6 @@ mismatch beyond the stated tolerance stops the export.
 import argparse
 import os
 
-from retinanet.checkpoint import load_model
 from retinanet.cli import add_class_list_argument, add_model_arguments, run_cli
 from retinanet.data import read_class_list
 from retinanet.errors import UserError
@@ -32,6 +31,7 @@ from retinanet.export import (
     preprocessing_note,
     torchscript_runner,
 )
+from retinanet.hub import load_model
 
 
 def get_args_parser() -> argparse.ArgumentParser:

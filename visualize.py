@@ -18,7 +18,6 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from retinanet.checkpoint import load_model
 from retinanet.cli import (
     add_class_list_argument,
     add_inference_arguments,
@@ -30,6 +29,7 @@ from retinanet.cli import (
 from retinanet.data import CocoDataset, CSVDataset, Transform, collate_batch, read_class_list, read_image
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
+from retinanet.hub import load_model
 from retinanet.visualization import (
     class_colours,
     display_available,

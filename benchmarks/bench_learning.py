@@ -63,11 +63,11 @@ from torchvision.transforms import Compose
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from retinanet.checkpoint import load_model  # noqa: E402
 from retinanet.cli import run_cli  # noqa: E402
 from retinanet.data import CSVDataset, Transform  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
 from retinanet.evaluation import evaluate_voc  # noqa: E402
+from retinanet.hub import load_model  # noqa: E402
 from retinanet.io_utils import write_json  # noqa: E402
 from retinanet.validation import dataset_ground_truths, predict_dataset  # noqa: E402
 

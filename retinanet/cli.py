@@ -39,7 +39,7 @@ def add_model_arguments(parser, required: bool = True) -> None:
     """The flags that name and describe the model, the same in every script that loads one.
 
     ``--model_path`` (alias ``--model``, the original visualize.py's spelling) and ``--depth``,
-    which ``retinanet.checkpoint.load_model`` checks against the checkpoint: one command line
+    which ``retinanet.hub.load_model`` checks against the checkpoint: one command line
     moves between detect, visualize, export, csv_validation and coco_validation.
     """
     from retinanet.model import RESNET_DEPTHS

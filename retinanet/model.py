@@ -15,6 +15,7 @@ from torchvision.models import resnet as tv_resnet
 
 from retinanet.anchors import AnchorGenerator
 from retinanet.box_coder import BoxCoder
+from retinanet.checkpoint import read_checkpoint_file
 from retinanet.errors import UserError
 from retinanet.frozen_batchnorm import FrozenBatchNorm2d, fold_frozen_batchnorms
 from retinanet.losses import retinanet_loss
@@ -223,8 +224,6 @@ def load_backbone_weights(model: RetinaNet, path: Optional[str] = None) -> None:
                 f"downloaded here: download {url} to {cached}, or pass its path with --backbone_weights"
             )
         path = cached
-    from retinanet.checkpoint import read_checkpoint_file
-
     state = read_checkpoint_file(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     backbone_keys = {k for k in model.state_dict() if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2",

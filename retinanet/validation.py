@@ -14,7 +14,7 @@ import torch.distributed as dist
 from retinanet.data import AspectRatioBatchSampler, collate_batch, init_loader_worker
 from retinanet.distributed import DistributedContext
 from retinanet.engine import run_inference
-from retinanet.evaluation import evaluate_voc, format_summary
+from retinanet.evaluation import evaluate_voc, format_summary, voc_at_score_threshold
 from retinanet.model import RetinaNet
 
 # The model keeps detections scoring above this, at most EVAL_MAX_DETECTIONS per image: the
@@ -97,8 +97,6 @@ def score_detections(detections: Sequence[dict], dataset, iou_threshold: float =
 
     detections: per dataset index {boxes (D, 4) x1y1x2y2 original pixels, scores (D,), labels (D,)}.
     """
-    # evaluation.run imports this module: imported here, not at the top.
-    from retinanet.evaluation.run import voc_at_score_threshold
 
     every = evaluate_voc(detections, dataset_ground_truths(dataset), dataset.num_classes,
                          iou_threshold=iou_threshold, score_threshold=-np.inf)

@@ -4,13 +4,13 @@ import torch
 from retinanet.checkpoint import (
     CHECKPOINT_FORMAT,
     class_index_map,
-    load_model,
     load_optimizer_state,
     load_weights,
     save_checkpoint,
 )
 from retinanet.coco_names import CLASS_NAME_ALIASES, COCO_CLASS_NAMES
 from retinanet.errors import UserError
+from retinanet.hub import load_model
 from retinanet.model import RetinaNet
 from retinanet.training import build_optimizer
 

@@ -13,9 +13,8 @@ import torch
 import csv_validation
 from retinanet.data.crowdhuman import convert_records, read_odgt, write_csv
 from retinanet.errors import UserError
-from retinanet.evaluation import COCO_METRIC_NAMES, evaluate_voc
+from retinanet.evaluation import COCO_METRIC_NAMES, evaluate_voc, voc_at_score_threshold
 from retinanet.evaluation.odgt_ground_truth import index_image_folder
-from retinanet.evaluation.run import voc_at_score_threshold
 from retinanet.model import RetinaNet
 from tests.helpers import TINY_IMAGES, save_model_checkpoint, write_tiny_csv_dataset
 

@@ -234,7 +234,8 @@ def run_script(args, env_extra=None):
 
 
 def torchrun(*args):
-    launcher = [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"]
+    launcher = [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m",
+                                                                           "torch.distributed.run"]
     return [*launcher, "--nproc_per_node=2", *args]
 
 

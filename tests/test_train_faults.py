@@ -6,7 +6,6 @@ import io
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -81,7 +80,7 @@ def test_sigkill_while_last_pt_is_written_keeps_it_readable_and_resume_matches_t
 
     folder = tmp_path / "killed"
     kills = 0
-    for attempt in range(5):  # the write may win the race; then the next save is killed
+    for _ in range(5):  # the write may win the race; then the next save is killed
         resume = ("--resume", str(folder / "last.pt")) if (folder / "last.pt").exists() else ()
         process = train_cli(data, folder, "--save_every", "1", *resume, wait=False)
         if kill_while_writing(process, folder):
@@ -149,13 +148,16 @@ def test_disk_full_while_saving_is_one_error_naming_the_folder_and_keeps_the_pre
     import retinanet.checkpoint as checkpoint_module
 
     real_open = open
-    monkeypatch.setattr(checkpoint_module, "open",
-                        lambda path, mode="r", *a, **k: FullDisk(path, "wb") if "w" in mode else real_open(path, mode, *a, **k),
-                        raising=False)
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        return FullDisk(path, "wb") if "w" in mode else real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "open", open_on_a_full_disk, raising=False)
     with pytest.raises(UserError) as info:
         train_script.main(parse(train_argv(data, folder, *COMMON, "--resume", str(folder / "last.pt"))))
     assert re.fullmatch(
-        re.escape(f"cannot save checkpoint {folder / 'last.pt'} in {folder}: No space left on device (") + r"\d+ MiB free"
+        re.escape(f"cannot save checkpoint {folder / 'last.pt'} in {folder}: No space left on device (")
+        + r"\d+ MiB free"
         + re.escape(f"); the previous {folder / 'last.pt'} is intact, no partial file left; free space there or "
                     "choose another --output_dir"), str(info.value)), str(info.value)
     assert {name: (folder / name).read_bytes() for name in before} == before
@@ -216,7 +218,8 @@ def test_image_deleted_mid_run_is_named_after_a_checkpoint_and_resume_continues_
     assert epoch == 1 and 0 <= batch < 4
     line = next(number for number, row in enumerate(open(data[0]), 1) if row.startswith(f"{image},"))
     assert str(info.value) == (
-        f"{data[0]}:{line}: {image}: cannot read image (No such file or directory); saved {folder / 'last.pt'} at epoch 2, "
+        f"{data[0]}:{line}: {image}: cannot read image (No such file or directory); "
+        f"saved {folder / 'last.pt'} at epoch 2, "
         f"batch {batch}/4: fix or replace the image, then continue with --resume {folder / 'last.pt'}")
 
     image.write_bytes(saved_image)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import visualize
-from retinanet.checkpoint import load_model
 from retinanet.data import CSVDataset, Transform, read_image
 from retinanet.errors import UserError
+from retinanet.hub import load_model
 from retinanet.visualization import (
     class_colours,
     draw_boxes,

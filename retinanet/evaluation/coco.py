@@ -18,7 +18,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from retinanet.errors import UserError
-from retinanet.evaluation.matching import flatten_detections
+from retinanet.evaluation.matching import flatten_detections, flatten_ground_truths
+from retinanet.evaluation.voc import ignore_regions_per_class
 from retinanet.io_utils import atomic_open
 
 COCO_METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -240,3 +241,36 @@ def write_coco_results(path: Union[str, os.PathLike], results: "list[dict]") -> 
         # json.dumps runs the C encoder; json.dump to a file never does (2x slower on 1M results).
         handle.write(json.dumps(results, separators=(",", ":")))
     return Path(path)
+
+
+def coco_ground_truth(
+    ground_truths: Sequence[dict], class_names: Sequence[str], names: Sequence[str]
+) -> dict:
+    """Per-image ground truth -> a COCO annotation dict for ``evaluate_coco``.
+
+    ground_truths: per image {boxes (N, 4) x1y1x2y2, labels (N,), ignore (M, 4), ignore_labels (M,)};
+    names: (I,) file names. Ids follow build_annotations_file.py: image id = index + 1, category
+    id = label + 1. Ignore regions become ``iscrowd`` boxes of their class, one per class for a
+    region that ignores every class.
+    """
+    num_classes = len(class_names)
+    gt = flatten_ground_truths(ground_truths)
+    regions, region_labels, region_images = ignore_regions_per_class(gt, num_classes)
+    boxes = np.concatenate([gt.boxes, regions]).astype(np.float64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    is_crowd = np.r_[np.zeros(len(gt.boxes), np.int64), np.ones(len(regions), np.int64)]
+    annotations = [
+        {"id": n + 1, "image_id": image + 1, "category_id": label + 1, "bbox": box, "area": box[2] * box[3],
+         "iscrowd": crowd}
+        for n, (image, label, box, crowd) in enumerate(zip(
+            np.r_[gt.images, region_images].tolist(),
+            np.r_[gt.labels, region_labels].tolist(),
+            xywh.tolist(),
+            is_crowd.tolist(),
+        ))
+    ]
+    return {
+        "images": [{"id": index + 1, "file_name": name} for index, name in enumerate(names)],
+        "annotations": annotations,
+        "categories": [{"id": label + 1, "name": name} for label, name in enumerate(class_names)],
+    }

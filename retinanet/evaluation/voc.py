@@ -196,3 +196,27 @@ def evaluate_voc(
         "score_threshold": float(score_threshold),
         "per_class": per_class,
     }
+
+
+def voc_at_score_threshold(voc_result: dict, score_threshold: float) -> dict:
+    """A copy of ``evaluate_voc``'s result with each class's precision, recall, num_detections,
+    true_positives and false_positives taken over the detections scoring >= score_threshold.
+
+    AP and the curves stay those of every detection ``voc_result`` was computed from.
+    """
+    per_class = {}
+    for label, result in voc_result["per_class"].items():
+        # Curves run by descending score, so the detections at or above the threshold are a prefix.
+        count = int(np.searchsorted(-result["scores"], -score_threshold, side="right"))
+        precision = float(result["precision_curve"][count - 1]) if count else 0.0
+        recall = float(result["recall_curve"][count - 1]) if count else 0.0
+        true_positives = round(precision * count)
+        per_class[label] = dict(
+            result,
+            num_detections=count,
+            true_positives=true_positives,
+            false_positives=count - true_positives,
+            precision=precision,
+            recall=recall,
+        )
+    return dict(voc_result, score_threshold=float(score_threshold), per_class=per_class)

@@ -30,9 +30,8 @@ from retinanet.errors import UserError
 from retinanet.evaluation.coco import detections_to_coco_results, evaluate_coco, write_detections_as_coco_results
 from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
 from retinanet.evaluation.detection_files import write_detections_jsonl
-from retinanet.evaluation.matching import flatten_ground_truths
 from retinanet.evaluation.report import build_metrics_json, format_summary, plot_pr_curves
-from retinanet.evaluation.voc import evaluate_voc, ignore_regions_per_class
+from retinanet.evaluation.voc import evaluate_voc, voc_at_score_threshold
 from retinanet.io_utils import write_json
 from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, dataset_ground_truths
 
@@ -91,63 +90,6 @@ def image_names(paths: Sequence[str], root: str) -> "list[str]":
             )
         first[name] = index
     return names
-
-
-def voc_at_score_threshold(voc_result: dict, score_threshold: float) -> dict:
-    """A copy of ``evaluate_voc``'s result with each class's precision, recall, num_detections,
-    true_positives and false_positives taken over the detections scoring >= score_threshold.
-
-    AP and the curves stay those of every detection ``voc_result`` was computed from.
-    """
-    per_class = {}
-    for label, result in voc_result["per_class"].items():
-        # Curves run by descending score, so the detections at or above the threshold are a prefix.
-        count = int(np.searchsorted(-result["scores"], -score_threshold, side="right"))
-        precision = float(result["precision_curve"][count - 1]) if count else 0.0
-        recall = float(result["recall_curve"][count - 1]) if count else 0.0
-        true_positives = round(precision * count)
-        per_class[label] = dict(
-            result,
-            num_detections=count,
-            true_positives=true_positives,
-            false_positives=count - true_positives,
-            precision=precision,
-            recall=recall,
-        )
-    return dict(voc_result, score_threshold=float(score_threshold), per_class=per_class)
-
-
-def coco_ground_truth(
-    ground_truths: Sequence[dict], class_names: Sequence[str], names: Sequence[str]
-) -> dict:
-    """Per-image ground truth -> a COCO annotation dict for ``evaluate_coco``.
-
-    ground_truths: per image {boxes (N, 4) x1y1x2y2, labels (N,), ignore (M, 4), ignore_labels (M,)};
-    names: (I,) file names. Ids follow build_annotations_file.py: image id = index + 1, category
-    id = label + 1. Ignore regions become ``iscrowd`` boxes of their class, one per class for a
-    region that ignores every class.
-    """
-    num_classes = len(class_names)
-    gt = flatten_ground_truths(ground_truths)
-    regions, region_labels, region_images = ignore_regions_per_class(gt, num_classes)
-    boxes = np.concatenate([gt.boxes, regions]).astype(np.float64)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    is_crowd = np.r_[np.zeros(len(gt.boxes), np.int64), np.ones(len(regions), np.int64)]
-    annotations = [
-        {"id": n + 1, "image_id": image + 1, "category_id": label + 1, "bbox": box, "area": box[2] * box[3],
-         "iscrowd": crowd}
-        for n, (image, label, box, crowd) in enumerate(zip(
-            np.r_[gt.images, region_images].tolist(),
-            np.r_[gt.labels, region_labels].tolist(),
-            xywh.tolist(),
-            is_crowd.tolist(),
-        ))
-    ]
-    return {
-        "images": [{"id": index + 1, "file_name": name} for index, name in enumerate(names)],
-        "annotations": annotations,
-        "categories": [{"id": label + 1, "name": name} for label, name in enumerate(class_names)],
-    }
 
 
 def crowdhuman_classes(class_names: Sequence[str], ground_truths: Sequence[dict]) -> "dict[str, int]":
