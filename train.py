@@ -33,8 +33,7 @@ from retinanet.data import (
     CocoDataset,
     CSVDataset,
     Transform,
-    collate_batch,
-    init_loader_worker,
+    make_loader,
 )
 from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distributed, process_device, shutdown
 from retinanet.engine import BatchLoadError, autocast_dtype, train_one_epoch
@@ -309,10 +308,8 @@ def train(args: argparse.Namespace, context) -> dict:
         while epoch < args.epochs and not stop_agreed():
             samples.set_epoch(epoch)
             batch_sampler.set_epoch(epoch)
-            loader = torch.utils.data.DataLoader(
-                samples, batch_sampler=SkipBatches(batch_sampler, batches_done), collate_fn=collate_batch,
-                num_workers=args.workers, pin_memory=device.type == "cuda", worker_init_fn=init_loader_worker,
-            )
+            loader = make_loader(samples, batch_sampler=SkipBatches(batch_sampler, batches_done), workers=args.workers,
+                                 pin_memory=device.type == "cuda")
 
             def on_step(record, epoch=epoch, done_before=batches_done):
                 epoch_sums["classification"] += record["classification"]

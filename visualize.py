@@ -15,7 +15,7 @@ import argparse
 import os
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from retinanet.cli import (
@@ -26,7 +26,7 @@ from retinanet.cli import (
     resolve_device,
     run_cli,
 )
-from retinanet.data import CocoDataset, CSVDataset, Transform, collate_batch, read_class_list, read_image
+from retinanet.data import CocoDataset, CSVDataset, Transform, make_loader, read_class_list, read_image
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
 from retinanet.hub import load_model
@@ -97,8 +97,7 @@ def main(args: argparse.Namespace) -> dict:
     model = model.to(device, memory_format=torch.channels_last)
 
     count = min(args.num_images, len(dataset))
-    loader = DataLoader(Subset(dataset, range(count)), batch_size=args.batch_size, shuffle=False,
-                        num_workers=args.workers, collate_fn=collate_batch)
+    loader = make_loader(Subset(dataset, range(count)), batch_size=args.batch_size, workers=args.workers)
     result = run_inference(model, loader, device, num_images=count, description="visualize")
 
     show = args.show and display_available()

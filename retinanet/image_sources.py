@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from retinanet.data import Transform, collate_batch, read_image
+from retinanet.data import Transform, collate_batch, make_loader, read_image
 from retinanet.data.image_io import IMAGE_EXTENSIONS, has_image_extension
 from retinanet.errors import UserError
 
@@ -229,7 +229,7 @@ def make_batches(spec: InputSpec, transform: Transform, batch_size: int, num_wor
         dataset = ImageFiles(spec.paths, transform)
         info = None
         num_batches = -(-len(dataset) // batch_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_readable, prefetch_factor=PREFETCH_BATCHES if num_workers else None)
+    loader = make_loader(dataset, batch_size=batch_size, workers=num_workers, collate_fn=collate_readable,
+                         prefetch_batches=PREFETCH_BATCHES)
     skip = spec.kind == "images" and len(spec.paths) > 1
     return ReadableBatches(loader, skip, on_error, num_batches), info

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from retinanet.data import AspectRatioBatchSampler, collate_batch, init_loader_worker
+from retinanet.data import AspectRatioBatchSampler, make_loader
 from retinanet.distributed import DistributedContext
 from retinanet.engine import run_inference
 from retinanet.evaluation import evaluate_voc, format_summary, voc_at_score_threshold
@@ -38,8 +38,7 @@ def make_eval_loader(
     """
     context = context or DistributedContext()
     batches = list(AspectRatioBatchSampler(dataset, batch_size, shuffle=False))[context.rank::context.world_size]
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate_batch, num_workers=workers,
-                                       worker_init_fn=init_loader_worker)
+    return make_loader(dataset, batch_sampler=batches, workers=workers)
 
 
 def predict_dataset(

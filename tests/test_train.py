@@ -327,6 +327,10 @@ def test_bad_flags_and_missing_files(tiny_data, tmp_path, capsys):
         train_script.main(parser.parse_args(["--dataset", "csv"]))
     with pytest.raises(UserError, match="missing.csv: annotation file not found"):
         train_script.main(args_for((str(tmp_path / "missing.csv"), tiny_data[1]), tmp_path))
+    with pytest.raises(UserError, match="--keep_checkpoints must be at least 1, got 0"):
+        train_script.main(args_for(tiny_data, tmp_path, "--keep_checkpoints", "0"))
+    with pytest.raises(UserError, match="--lr_patience must be 0 or more, got -1"):
+        train_script.main(args_for(tiny_data, tmp_path, "--lr_patience", "-1"))
     with pytest.raises(UserError, match="--model_path .*nothing.pt: file not found"):
         train_script.main(args_for(tiny_data, tmp_path, "--model_path", str(tmp_path / "nothing.pt")))
     result = run_script([sys.executable, "train.py", "--dataset", "csv", "--csv_train", str(tmp_path / "x.csv"),

@@ -15,7 +15,7 @@ _MODULE_OF = {
     "CocoDataset": "coco_dataset",
     "PAD_MULTIPLE": "collate",
     "collate_batch": "collate",
-    "init_loader_worker": "collate",
+    "make_loader": "loader",
     "IGNORE_ALL_CLASSES": "csv_dataset",
     "CSVDataset": "csv_dataset",
     "DetectionDataset": "dataset",

@@ -39,14 +39,3 @@ def collate_batch(samples: "list[dict]") -> "tuple[torch.Tensor, list[dict], lis
         for sample in samples
     ]
     return images, targets, metas
-
-
-def init_loader_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker process.
-
-    A resize is as fast on one thread, and several workers each spawning a pool per core would
-    oversubscribe the CPU that the training step needs.
-    """
-    import cv2
-
-    cv2.setNumThreads(1)
