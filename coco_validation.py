@@ -25,8 +25,13 @@ from retinanet.data import CocoDataset, Transform
 from retinanet.errors import UserError
 from retinanet.evaluation.detection_files import read_detections
 from retinanet.hub import load_model
-from retinanet.validation import predict_dataset
-from retinanet.validation_scripts import add_model_arguments, check_common_args, evaluate_and_report, image_names
+from retinanet.validation_scripts import (
+    add_model_arguments,
+    check_common_args,
+    evaluate_and_report,
+    image_names,
+    predict_for_validation,
+)
 
 # COCO scores at most 100 detections per image.
 COCO_MAX_DETECTIONS = 100
@@ -75,16 +80,9 @@ def main(args: argparse.Namespace) -> dict:
         max_detections = args.max_detections or COCO_MAX_DETECTIONS
         model, _ = load_model(args.model_path, class_names, args.depth,
                               score_threshold=args.score_threshold, max_detections=max_detections)
-        model.to(device)
-        detections, images_per_second = predict_dataset(
-            model, dataset, device, args.batch_size, args.workers, args.amp, description="validate"
-        )
-        print(f"ResNet-{model.depth} on {device}: {len(dataset)} images at {images_per_second:.1f} images/s, "
-              f"score > {args.score_threshold:g}, at most {max_detections} detections per image")
-        settings.update(depth=model.depth, min_side=args.min_side, max_side=args.max_side,
-                        model_score_threshold=args.score_threshold, max_detections=max_detections,
-                        nms_iou_threshold=model.nms_iou_threshold, device=str(device), amp=args.amp,
-                        images_per_second=images_per_second)
+        detections, run_settings = predict_for_validation(model, dataset, device, args, args.score_threshold,
+                                                          max_detections)
+        settings.update(run_settings)
     else:
         detections = read_detections(args.detections, names, class_names, args.untagged_class)
 

@@ -52,7 +52,7 @@ from retinanet.evaluation.odgt_ground_truth import (
     resolve_image_sizes,
 )
 from retinanet.hub import load_model
-from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths, predict_dataset
+from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths
 from retinanet.validation_scripts import (
     CROWDHUMAN_MAX_DETECTIONS,
     CROWDHUMAN_SCORE_THRESHOLD,
@@ -60,6 +60,7 @@ from retinanet.validation_scripts import (
     check_common_args,
     evaluate_and_report,
     image_names,
+    predict_for_validation,
 )
 
 
@@ -158,16 +159,9 @@ def main(args: argparse.Namespace) -> dict:
     if args.odgt:
         settings.update(images_dir=args.images_dir, crowdhuman_box=args.crowdhuman_box)
     if model is not None:
-        model.to(device)
-        detections, images_per_second = predict_dataset(
-            model, dataset, device, args.batch_size, args.workers, args.amp, description="validate"
-        )
-        print(f"ResNet-{model.depth} on {device}: {len(dataset)} images at {images_per_second:.1f} images/s, "
-              f"score > {model_score_threshold:g}, at most {max_detections} detections per image")
-        settings.update(depth=model.depth, min_side=args.min_side, max_side=args.max_side,
-                        model_score_threshold=model_score_threshold, max_detections=max_detections,
-                        nms_iou_threshold=model.nms_iou_threshold, device=str(device), amp=args.amp,
-                        images_per_second=images_per_second)
+        detections, run_settings = predict_for_validation(model, dataset, device, args, model_score_threshold,
+                                                          max_detections)
+        settings.update(run_settings)
 
     coco_gt = None if args.no_coco else coco_ground_truth(dataset_ground_truths(dataset), class_names, names)
     return evaluate_and_report(

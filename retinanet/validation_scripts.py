@@ -33,7 +33,7 @@ from retinanet.evaluation.detection_files import write_detections_jsonl
 from retinanet.evaluation.report import build_metrics_json, format_summary, plot_pr_curves
 from retinanet.evaluation.voc import evaluate_voc, voc_at_score_threshold
 from retinanet.io_utils import write_json
-from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, dataset_ground_truths
+from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, dataset_ground_truths, predict_dataset
 
 # The CrowdHuman protocol scores every detection it is given, as the official code does, so a
 # model run for it keeps detections down to 0.01 with no small cap per image (the most crowded
@@ -100,6 +100,26 @@ def crowdhuman_classes(class_names: Sequence[str], ground_truths: Sequence[dict]
         for name in (BODY_CLASS, HEAD_CLASS)
         if name in class_names and (labels == class_names.index(name)).any()
     }
+
+
+def predict_for_validation(model, dataset, device, args: argparse.Namespace, score_threshold: float,
+                           max_detections: int) -> "tuple[list, dict]":
+    """Run ``model`` (loaded with ``score_threshold`` and ``max_detections``) over ``dataset`` on ``device``
+    with the scripts' --batch_size, --workers and --amp; prints one line of speed and settings.
+
+    Returns (detections per dataset index, the settings metrics.json records for the run).
+    """
+    model.to(device)
+    detections, images_per_second = predict_dataset(
+        model, dataset, device, args.batch_size, args.workers, args.amp, description="validate"
+    )
+    print(f"ResNet-{model.depth} on {device}: {len(dataset)} images at {images_per_second:.1f} images/s, "
+          f"score > {score_threshold:g}, at most {max_detections} detections per image")
+    settings = dict(depth=model.depth, min_side=args.min_side, max_side=args.max_side,
+                    model_score_threshold=score_threshold, max_detections=max_detections,
+                    nms_iou_threshold=model.nms_iou_threshold, device=str(device), amp=args.amp,
+                    images_per_second=images_per_second)
+    return detections, settings
 
 
 def _with_ground_truth(voc_result: dict) -> dict:
