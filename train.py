@@ -294,16 +294,14 @@ def train(args: argparse.Namespace, context) -> dict:
             "rng": capture_rng_state(),
         }
 
-    saved_at = []  # (epoch, batches_done) of the newest last.pt this run wrote
-
     def save_last(epoch_now: int, batches: int, metrics: dict) -> None:
         save_checkpoint(last_path, checkpoint(epoch_now, batches, metrics), keep=args.keep_checkpoints)
-        saved_at[:] = [(epoch_now, batches)]
 
     def stop_agreed() -> bool:
         # A signal to any one process stops them all at the same point, or the next collective hangs.
         return not all_true(not stop.requested, device, context)
 
+    first_epoch = epoch
     with StopRequest() as stop:
         while epoch < args.epochs and not stop_agreed():
             samples.set_epoch(epoch)
@@ -377,7 +375,7 @@ def train(args: argparse.Namespace, context) -> dict:
         best = f", best mAP {best_map:.4f} in {best_path}" if best_map >= 0 else ""
         log(f"done: {epoch} epochs; last checkpoint {last_path}{best}; metrics and curves in {args.output_dir}")
     elif context.is_main and batches_done == 0:  # stopped between two epochs
-        if saved_at != [(epoch, 0)]:
+        if epoch == first_epoch:  # before this run finished an epoch (and wrote last.pt at its end)
             save_last(epoch, 0, history[-1] if history else {})
         log(f"stopped after epoch {epoch}; saved {last_path}; continue with --resume {last_path}")
     return {"epoch": epoch, "history": history, "best_map": best_map, "model": unwrap_model(model)}
@@ -388,8 +386,9 @@ def read_resume_checkpoint(path: str) -> dict:
     try:
         return read_checkpoint_file(path)
     except UserError as error:
-        earlier = [p for p in previous_checkpoint_paths(path, 9) if os.path.isfile(p)]
-        advice = (f"continue from the checkpoint before it with --resume {earlier[0]}" if earlier else
+        # rotation makes last.prev.pt before any older one
+        (previous,) = previous_checkpoint_paths(path, 1)
+        advice = (f"continue from the checkpoint before it with --resume {previous}" if os.path.isfile(previous) else
                   "continue from an earlier checkpoint, or start again without --resume")
         raise UserError(f"--resume {error}; {advice}") from None
 

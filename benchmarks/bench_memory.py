@@ -44,6 +44,7 @@ from retinanet.cli import run_cli  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
 from retinanet.io_utils import atomic_open, write_json  # noqa: E402
 from retinanet.model import RetinaNet  # noqa: E402
+from tests.helpers import randomise_heads  # noqa: E402  (the same "looks trained" heads as the tests)
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CLASS_NAMES = ["person", "head"]
@@ -82,18 +83,7 @@ def tiny_model_checkpoint(path: str) -> None:
     """
     torch.manual_seed(0)
     model = RetinaNet(num_classes=len(CLASS_NAMES), depth=18, feature_size=32).eval()
-    head = model.classificationModel
-    with torch.no_grad():
-        for conv in model.fpn.modules():  # PyTorch's default conv initialisation: smaller than He's
-            if isinstance(conv, torch.nn.Conv2d):
-                conv.reset_parameters()
-        boxes = model.regressionModel
-        for conv in (boxes.conv1, boxes.conv2, boxes.conv3, boxes.conv4):
-            conv.weight.normal_(0, 0.01)
-        for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
-            conv.weight.normal_(0, 0.1)
-        head.output.bias.fill_(-1.5)
-        model.regressionModel.output.weight.normal_(0, 0.5)
+    randomise_heads(model, class_bias=-1.5)
     save_checkpoint(path, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
                            "class_names": CLASS_NAMES, "model_args": model.model_args()})
 

@@ -93,10 +93,10 @@ def spread_model(**kwargs) -> RetinaNet:
     return model
 
 
-def randomise_heads(model: RetinaNet, class_bias: float, class_std: float = 0.1, box_std: float = 0.5) -> None:
-    """Random heads over an FPN at PyTorch's default conv initialisation (smaller than He's): N(0, class_std)
-    classification convs, N(0, 0.01) hidden box convs and N(0, box_std) box outputs, so that scores vary
-    without saturating and boxes vary without flying off the image."""
+def randomise_heads(model: RetinaNet, class_bias: float) -> None:
+    """Random heads over an FPN at PyTorch's default conv initialisation (smaller than He's): N(0, 0.1)
+    classification convs, N(0, 0.01) hidden box convs and N(0, 0.5) box outputs, so that scores vary
+    without saturating and boxes vary without flying off the image. Also used by benchmarks/bench_memory.py."""
     head = model.classificationModel
     with torch.no_grad():
         for conv in model.fpn.modules():
@@ -106,6 +106,6 @@ def randomise_heads(model: RetinaNet, class_bias: float, class_std: float = 0.1,
         for conv in (boxes.conv1, boxes.conv2, boxes.conv3, boxes.conv4):
             conv.weight.normal_(0, 0.01)
         for conv in (head.conv1, head.conv2, head.conv3, head.conv4, head.output):
-            conv.weight.normal_(0, class_std)
+            conv.weight.normal_(0, 0.1)
         head.output.bias.fill_(class_bias)
-        model.regressionModel.output.weight.normal_(0, box_std)
+        boxes.output.weight.normal_(0, 0.5)
