@@ -12,15 +12,9 @@ with the class ``__ignore__:<class>`` (CSV) and ``iscrowd=1`` (JSON).
 import argparse
 
 from retinanet.cli import run_cli
-from retinanet.data.crowdhuman import (
-    BODY_BOX_KEYS,
-    CROWDHUMAN_CLASSES,
-    SPLITS,
-    convert_split,
-    summarize,
-    write_split,
-)
+from retinanet.data.crowdhuman import BODY_BOX_KEYS, CROWDHUMAN_CLASSES, SPLITS, convert_split
 from retinanet.errors import UserError
+from tools.annotation_writers import summarize, write_split
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -21,13 +21,12 @@ import torch
 from retinanet.checkpoint import (
     CHECKPOINT_FORMAT,
     load_optimizer_state,
-    load_weights,
     previous_checkpoint_paths,
     read_checkpoint_file,
     save_checkpoint,
     unwrap_model,
 )
-from retinanet.cli import add_device_argument, resolve_device, run_cli
+from retinanet.cli import add_device_argument, check_counts, resolve_device, run_cli
 from retinanet.data import (
     AspectRatioBatchSampler,
     CocoDataset,
@@ -41,6 +40,7 @@ from retinanet.errors import UserError
 from retinanet.io_utils import atomic_open, remove_stale_temporaries
 from retinanet.model import RESNET_DEPTHS, build_retinanet
 from retinanet.plots import plot_training_curves
+from retinanet.state_dicts import load_weights
 from retinanet.training import (
     LRSchedule,
     SeededSamples,
@@ -134,12 +134,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--dataset coco needs --coco_path")
     if args.dataset == "csv" and not (args.csv_train and args.csv_classes):
         raise UserError("--dataset csv needs --csv_train and --csv_classes")
-    for flag in ("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size", "keep_checkpoints"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    for flag in ("workers", "warmup_iters", "lr_patience"):
-        if getattr(args, flag) < 0:
-            raise UserError(f"--{flag} must be 0 or more, got {getattr(args, flag)}")
+    check_counts(args, positive=("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size",
+                                 "keep_checkpoints"),
+                 non_negative=("workers", "warmup_iters", "lr_patience"))
     if args.dist_timeout <= 0:
         raise UserError(f"--dist_timeout must be positive, got {args.dist_timeout:g}")
     for flag in ("model_path", "resume", "backbone_weights"):

@@ -22,6 +22,7 @@ from retinanet.cli import (
     add_class_list_argument,
     add_inference_arguments,
     add_model_arguments,
+    check_counts,
     check_inference_arguments,
     resolve_device,
     run_cli,
@@ -87,8 +88,7 @@ def picture_name(index: int, image_path: str) -> str:
 
 
 def main(args: argparse.Namespace) -> dict:
-    if args.num_images < 1:
-        raise UserError(f"--num_images must be at least 1, got {args.num_images}")
+    check_counts(args, positive=("num_images",))
     check_inference_arguments(args)
     dataset = build_dataset(args)
     device = resolve_device(args.device)

@@ -34,9 +34,10 @@ from retinanet.data import (  # noqa: E402
     read_image,
     resize_scale,
 )
-from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES, convert_split, write_split  # noqa: E402
-from retinanet.data.synthetic import SyntheticConfig, generate_image  # noqa: E402
+from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES, convert_split  # noqa: E402
 from retinanet.io_utils import write_json  # noqa: E402
+from tools.annotation_writers import write_split  # noqa: E402
+from tools.synthetic_crowdhuman import SyntheticConfig, generate_image  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_data.json")
 

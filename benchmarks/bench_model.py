@@ -8,7 +8,7 @@ Measures (a) the peak GFLOP/s of a channels-last 3x3 conv (256->256 on 1x256x100
 2048^3 matmul; (b) the model's FLOPs with torch.utils.flop_counter; (c) inference images/s at
 batch 1 and 8, once with the initial prior (scores ~0.01: nothing passes the 0.05 threshold) and
 once with every score ~0.1 (what a half-trained model produces, so top-k and NMS have real work),
-split into network (``model.head_outputs``) and post-processing (the rest of ``forward``);
+split into network (``model.features`` and ``model.head_outputs``) and post-processing (the rest of ``forward``);
 (d) a training step at batch 2 and 4 with ~20 boxes and 2 ignore regions per image, split into
 forward, loss (matching included), backward and the fused Adam step train.py uses.
 % of peak = model FLOPs / time / measured conv peak. Every figure is the best of ``--repeats`` runs
@@ -163,24 +163,29 @@ def run_interleaved(measurements: List[Measurement], repeats: int, warmup: int, 
 
 
 @contextlib.contextmanager
-def timed_head_outputs(model: RetinaNet, sync: Sync, durations: List[float]):
-    """Inside the block each ``model.head_outputs`` call (the network part of ``forward``) appends its
-    duration to ``durations``. Shadowing the method on the instance measures ``forward`` as it is."""
-    network = model.head_outputs
+def timed_network(model: RetinaNet, sync: Sync, durations: List[float]):
+    """Inside the block the network part of each ``forward`` (from the start of ``model.features`` to the
+    end of ``model.head_outputs``) appends its duration to ``durations``. Shadowing the methods on the
+    instance measures ``forward`` as it is."""
+    features, head_outputs = model.features, model.head_outputs
+    started: List[float] = []
 
-    def head_outputs(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def timed_features(images: torch.Tensor) -> List[torch.Tensor]:
         sync()
-        start = time.perf_counter()
-        outputs = network(images)
+        started.append(time.perf_counter())
+        return features(images)
+
+    def timed_head_outputs(levels: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        outputs = head_outputs(levels)
         sync()
-        durations.append(time.perf_counter() - start)
+        durations.append(time.perf_counter() - started.pop())
         return outputs
 
-    model.head_outputs = head_outputs
+    model.features, model.head_outputs = timed_features, timed_head_outputs
     try:
         yield
     finally:
-        del model.head_outputs
+        del model.features, model.head_outputs
 
 
 def peak_gflops(device: torch.device, repeats: int) -> Dict[str, Dict[str, float]]:
@@ -253,9 +258,9 @@ def random_targets(
 
 
 def count_inference_flops(model: RetinaNet, images: torch.Tensor) -> int:
-    """FLOPs of ``model.head_outputs`` on images (B, 3, H, W); top-k and NMS have no counted FLOPs."""
+    """FLOPs of the network (features and heads) on images (B, 3, H, W); top-k and NMS have no counted FLOPs."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.head_outputs(images)
+        model.head_outputs(model.features(images))
     return counter.get_total_flops()
 
 
@@ -279,7 +284,7 @@ def inference_step(
 
     def step() -> Dict[str, float]:
         network: List[float] = []
-        with torch.no_grad(), timed_head_outputs(model, sync, network):
+        with torch.no_grad(), timed_network(model, sync, network):
             sync()
             start = time.perf_counter()
             detections = model(images)
@@ -302,7 +307,7 @@ def training_step(
 
     def step() -> Dict[str, float]:
         network: List[float] = []
-        with timed_head_outputs(model, sync, network):
+        with timed_network(model, sync, network):
             sync()
             start = time.perf_counter()
             losses = model(images, targets)

@@ -26,9 +26,12 @@ def cell_anchors(base_size: float, ratios: Sequence[float] = RATIOS, scales: Seq
 
 
 class AnchorGenerator:
-    """Anchors for a padded input size, computed on the requested device and cached.
+    """Anchors of each pyramid level, from the level's feature map size.
 
-    ``anchors((H, W), device)`` -> (sum_l ceil(H/s_l) * ceil(W/s_l) * 9, 4) float32 x1y1x2y2.
+    ``level_anchors(features)`` -> per level (H_l * W_l * 9, 4) float32 x1y1x2y2, the order of the
+    heads' outputs; ``anchors((H, W), device)`` -> all levels of a padded input concatenated.
+    Eager calls are cached by size and device. Under tracing (export) the grids are built from the
+    feature maps' traced sizes instead, so the graph accepts any image size.
     """
 
     def __init__(
@@ -41,7 +44,7 @@ class AnchorGenerator:
         self.sizes = [2 ** (level + 2) for level in pyramid_levels]
         self.cell_anchors = [cell_anchors(size, ratios, scales) for size in self.sizes]
         self.num_anchors_per_location = len(ratios) * len(scales)
-        self._cache: Dict[Tuple[int, int, str], torch.Tensor] = {}
+        self._cache: Dict[tuple, Tuple[torch.Tensor, List[torch.Tensor]]] = {}
 
     def feature_sizes(self, image_size: Tuple[int, int]) -> List[Tuple[int, int]]:
         height, width = image_size
@@ -51,19 +54,38 @@ class AnchorGenerator:
         return [h * w * self.num_anchors_per_location for h, w in self.feature_sizes(image_size)]
 
     def __call__(self, image_size: Tuple[int, int], device: torch.device) -> torch.Tensor:
-        key = (int(image_size[0]), int(image_size[1]), str(device))
-        anchors = self._cache.get(key)
-        if anchors is None:
-            anchors = self._compute(key[:2]).to(device)
-            self._cache[key] = anchors
-        return anchors
+        """All anchors of a padded (H, W) input: (sum_l ceil(H/s_l) * ceil(W/s_l) * 9, 4) float32."""
+        return self._cached(self.feature_sizes(image_size), torch.device(device))[0]
 
-    def _compute(self, image_size: Tuple[int, int]) -> torch.Tensor:
-        per_level = []
-        for (height, width), stride, cell in zip(self.feature_sizes(image_size), self.strides, self.cell_anchors):
-            shift_x = (torch.arange(width, dtype=torch.float64) + 0.5) * stride
-            shift_y = (torch.arange(height, dtype=torch.float64) + 0.5) * stride
-            shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
-            shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)  # (HW, 1, 4)
-            per_level.append((shifts + cell[None]).reshape(-1, 4))  # (HW * A, 4), location-major
-        return torch.cat(per_level).to(torch.float32)
+    def level_anchors(self, features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """features: per level (B, C, H_l, W_l) -> per level anchors (H_l * W_l * 9, 4) float32."""
+        device = features[0].device
+        if torch.jit.is_tracing():
+            return [self._grid(level, feature.shape[-2], feature.shape[-1], device)
+                    for level, feature in enumerate(features)]
+        return self._cached([tuple(feature.shape[-2:]) for feature in features], device)[1]
+
+    def _cached(
+        self, feature_sizes: Sequence[Tuple[int, int]], device: torch.device
+    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """(all anchors, per level views of them) for these feature map sizes."""
+        key = (*((int(h), int(w)) for h, w in feature_sizes), str(device))
+        entry = self._cache.get(key)
+        if entry is None:
+            levels = [self._grid(level, h, w, device) for level, (h, w) in enumerate(feature_sizes)]
+            anchors = torch.cat(levels)
+            entry = (anchors, list(anchors.split([len(level) for level in levels])))
+            self._cache[key] = entry
+        return entry
+
+    def _grid(self, level: int, height, width, device: torch.device) -> torch.Tensor:
+        """(height * width * 9, 4) anchors of one level, location-major; height/width may be traced sizes."""
+        stride = self.strides[level]
+        # float64 then float32, so that every anchor is the correctly rounded value of its formula.
+        options = {"dtype": torch.float64, "device": device}
+        shift_x = (torch.arange(width, **options) + 0.5) * stride
+        shift_y = (torch.arange(height, **options) + 0.5) * stride
+        shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
+        shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)  # (HW, 1, 4)
+        cell = self.cell_anchors[level].to(device)
+        return (shifts + cell[None]).reshape(-1, 4).to(torch.float32)

@@ -22,9 +22,16 @@ def box_ioa(boxes: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
 
 
 def clip_boxes(boxes: torch.Tensor, height, width) -> torch.Tensor:
-    """Clip (..., 4) boxes to [0, width] x [0, height]; height/width may be scalars or broadcastable tensors."""
+    """Clip (..., 4) boxes to [0, width] x [0, height]; height/width may be scalars or broadcastable tensors.
+
+    x1, y1 are clamped at 0 and x2, y2 at the size only, as the original project does.
+    """
+    if not torch.is_tensor(width):
+        width = torch.tensor(width, dtype=boxes.dtype, device=boxes.device)
+    if not torch.is_tensor(height):
+        height = torch.tensor(height, dtype=boxes.dtype, device=boxes.device)
     x1 = boxes[..., 0].clamp(min=0)
     y1 = boxes[..., 1].clamp(min=0)
-    x2 = torch.minimum(boxes[..., 2], torch.as_tensor(width, dtype=boxes.dtype, device=boxes.device))
-    y2 = torch.minimum(boxes[..., 3], torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device))
+    x2 = torch.minimum(boxes[..., 2], width.to(boxes.dtype))
+    y2 = torch.minimum(boxes[..., 3], height.to(boxes.dtype))
     return torch.stack([x1, y1, x2, y2], dim=-1)

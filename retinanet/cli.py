@@ -1,7 +1,7 @@
 """What every root script shares: run ``main`` and turn user errors into one line."""
 import argparse
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from retinanet.errors import UserError, user_message
 
@@ -69,13 +69,21 @@ def add_inference_arguments(parser, batch_help: str = "images per inference batc
     add_device_argument(parser)
 
 
+def check_counts(args, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:
+    """One-line error for the first flag below 1 (``positive``) or below 0 (``non_negative``).
+
+    Flags left at None (optional, unset) are not checked.
+    """
+    for flags, minimum, rule in ((positive, 1, "at least 1"), (non_negative, 0, "0 or more")):
+        for flag in flags:
+            value = getattr(args, flag)
+            if value is not None and value < minimum:
+                raise UserError(f"--{flag} must be {rule}, got {value}")
+
+
 def check_inference_arguments(args) -> None:
     """One-line errors for impossible values of the ``add_inference_arguments`` flags."""
-    for flag in ("batch_size", "min_side", "max_side"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    check_counts(args, positive=("batch_size", "min_side", "max_side"), non_negative=("workers",))
 
 
 def resolve_device(name: "str | None"):

@@ -23,11 +23,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_path
+from retinanet.postprocess import split_by_image
 
 ONNX_OPSET = 17
 INPUT_NAMES = ["images", "score_threshold"]
@@ -49,100 +50,31 @@ MAX_UNEXPLAINED_FRACTION = 0.01
 
 
 class ExportableRetinaNet(nn.Module):
-    """``model``'s inference path written so that tracing keeps batch size and image size dynamic.
+    """The detector's own ``flat_detections`` with the score threshold as a graph input.
 
-    Under tracing, tensor sizes are recorded as graph values rather than Python ints, so
-    everything that depends on the image size (anchor grids, per-level slices) is computed from
-    each pyramid level's own feature map with tensor ops. Top-k per level, class-aware NMS and
-    the per-image cap follow ``retinanet.postprocess.postprocess_detections`` exactly.
+    Tracing records the model's methods as they run (``features``, ``head_outputs``, ``anchors``
+    and ``retinanet.postprocess.flat_detections``, written to keep batch and image size dynamic).
+    The one difference from eager inference: NMS sees every candidate, because eager's "best
+    4 x max_detections candidates, more if needed" is a data-dependent loop; both give the same
+    detections.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model.eval()
-        self.strides = list(model.anchor_generator.strides)
-        for level, cell in enumerate(model.anchor_generator.cell_anchors):
-            self.register_buffer(f"cell_anchors_{level}", cell.to(torch.float32), persistent=False)
-
-    def pyramid_features(self, images: torch.Tensor) -> List[torch.Tensor]:
-        """images (B, 3, H, W) -> P3..P7, each (B, C, H_l, W_l); the backbone pass of ``head_outputs``."""
-        model = self.model
-        x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
-        c3 = model.layer2(model.layer1(x))
-        c4 = model.layer3(c3)
-        c5 = model.layer4(c4)
-        return model.fpn(c3, c4, c5)
-
-    def level_anchors(self, feature: torch.Tensor, level: int) -> torch.Tensor:
-        """Anchors of one level: (H_l * W_l * A, 4), ordered as the heads' outputs (row, column, anchor)."""
-        stride = self.strides[level]
-        cell = getattr(self, f"cell_anchors_{level}")
-        options = {"device": feature.device, "dtype": torch.float32}
-        shift_x = (torch.arange(feature.shape[-1], **options) + 0.5) * stride
-        shift_y = (torch.arange(feature.shape[-2], **options) + 0.5) * stride
-        shift_y, shift_x = torch.meshgrid(shift_y, shift_x, indexing="ij")
-        shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)  # (HW, 1, 4)
-        return (shifts + cell[None]).reshape(-1, 4)
 
     def forward(self, images: torch.Tensor, score_threshold: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """images (B, 3, H, W), score_threshold () -> boxes (D, 4), scores (D,), labels (D,), batch_index (D,)
-
-        as one flat list for the batch, grouped by image, best first within an image.
-        """
-        model = self.model
-        batch_size = images.shape[0]
-        num_classes = model.num_classes
-        topk = model.topk_per_level
-        image_idx, boxes, labels, kept_scores = [], [], [], []
-        for level, feature in enumerate(self.pyramid_features(images)):
-            logits = model.classificationModel([feature])  # (B, A_l, K)
-            deltas = model.regressionModel([feature])  # (B, A_l, 4)
-            scores = torch.sigmoid(logits).reshape(logits.shape[0], -1)  # (B, A_l * K)
-            # Zero-score padding makes top-k's k a constant: min(topk, A_l * K) would freeze the
-            # sample input's level sizes into the graph. Padded entries never pass the threshold.
-            scores = torch.cat([scores, scores.new_zeros(scores.shape[0], topk)], dim=1)
-            top_scores, top_flat = scores.topk(topk, dim=1)  # (B, topk)
-            rows, cols = torch.nonzero(top_scores > score_threshold, as_tuple=True)
-            flat = top_flat[rows, cols]
-            anchor_idx = flat // num_classes
-            anchors = self.level_anchors(feature, level)
-            image_idx.append(rows)
-            labels.append(flat % num_classes)
-            kept_scores.append(top_scores[rows, cols])
-            boxes.append(model.box_coder.decode(deltas[rows, anchor_idx], anchors[anchor_idx]))
-        image_idx = torch.cat(image_idx)
-        labels = torch.cat(labels)
-        scores = torch.cat(kept_scores)
-        boxes = torch.cat(boxes)
-        # _shape_as_tensor is traced as a Shape op (torchvision's detection models use it for the same
-        # reason); torch.as_tensor(images.shape[2]) would be frozen into the graph as a constant.
-        size = torch._shape_as_tensor(images).to(device=boxes.device, dtype=boxes.dtype)  # (4,) B, C, H, W
-        limits = size[[3, 2, 3, 2]]
-        boxes = torch.minimum(boxes.clamp(min=0), limits)
-
-        keep = batched_nms(boxes, scores, image_idx * num_classes + labels, model.nms_iou_threshold)
-        image_idx, boxes, scores, labels = image_idx[keep], boxes[keep], scores[keep], labels[keep]
-        # keep is in descending score order, so a detection's rank within its image is the number of
-        # earlier detections of the same image.
-        image_ids = torch.arange(batch_size, device=images.device)
-        same_image = (image_idx[:, None] == image_ids[None, :]).long()  # (D, B)
-        rank = ((same_image.cumsum(dim=0) - 1) * same_image).sum(dim=1)
-        capped = torch.nonzero(rank < model.max_detections, as_tuple=True)[0]
-        # Group by image with an exact integer key (image, rank); ONNX has no stable sort.
-        order = torch.argsort(image_idx[capped] * model.max_detections + rank[capped])
-        capped = capped[order]
-        return boxes[capped], scores[capped], labels[capped], image_idx[capped]
+        """images (B, 3, H, W), score_threshold () -> boxes (D, 4), scores (D,), labels (D,), batch_index (D,)."""
+        return self.model.flat_detections(images, score_threshold, candidates_per_detection=None)
 
 
-def split_by_image(outputs: Sequence, batch_size: int) -> List[Dict[str, np.ndarray]]:
-    """Flat graph outputs (boxes, scores, labels, batch_index) -> per image {"boxes", "scores", "labels"}.
-
-    Accepts tensors (TorchScript, eager) or numpy arrays (onnxruntime); returns numpy arrays.
-    """
-    boxes, scores, labels, batch_index = (
-        output.detach().cpu().numpy() if torch.is_tensor(output) else output for output in outputs)
-    per_image = [batch_index == b for b in range(batch_size)]
-    return [{"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]} for keep in per_image]
+def graph_outputs_by_image(outputs: Sequence, batch_size: int) -> List[Dict[str, np.ndarray]]:
+    """Flat graph outputs (boxes, scores, labels, batch_index), grouped by image -> per image
+    {"boxes", "scores", "labels"} as numpy arrays. Accepts tensors (TorchScript, eager) or numpy
+    arrays (onnxruntime)."""
+    tensors = [torch.as_tensor(output).detach().cpu() for output in outputs]
+    return [{key: value.numpy() for key, value in image.items()}
+            for image in split_by_image(*tensors, batch_size=batch_size)]
 
 
 def compare_detections(
@@ -219,7 +151,11 @@ def _expected_warnings():
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*legacy TorchScript-based ONNX")
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
+        # torchvision's batched_nms compares the traced box count before it asks whether it is tracing,
+        # then takes its tracing branch all the same.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torchvision\.ops\.boxes")
         yield
 
 
@@ -311,7 +247,7 @@ def onnx_runner(path: str) -> Runner:
 
     def run(images: np.ndarray, score_threshold: float) -> List[Dict[str, np.ndarray]]:
         feed = {"images": images, "score_threshold": np.array(score_threshold, np.float32)}
-        return split_by_image(session.run(OUTPUT_NAMES, feed), images.shape[0])
+        return graph_outputs_by_image(session.run(OUTPUT_NAMES, feed), images.shape[0])
 
     return run
 
@@ -326,7 +262,7 @@ def torchscript_runner(path: str) -> Runner:
         # The profiling executor spends seconds optimising the first calls, which a check never amortises.
         with torch.jit.optimized_execution(False):
             outputs = module(torch.from_numpy(images), _threshold(score_threshold))
-        return split_by_image(outputs, images.shape[0])
+        return graph_outputs_by_image(outputs, images.shape[0])
 
     return run
 

@@ -1,15 +1,19 @@
-"""A model from a checkpoint file: the one place that builds a RetinaNet from what a checkpoint holds.
+"""Models for inference: the one place that builds a RetinaNet from what a checkpoint holds.
 
-It sits above both ``retinanet.checkpoint`` (reading, architecture inference, class-head mapping:
-no model code) and ``retinanet.model`` (which reads ImageNet backbone files through
-``retinanet.checkpoint``), so neither imports the other back.
+It sits above both the checkpoint layer (``retinanet.checkpoint``, ``retinanet.state_dicts``:
+reading, architecture inference, class-head mapping, no model code) and ``retinanet.model``
+(which reads ImageNet backbone files through ``retinanet.checkpoint``), so neither imports the
+other back.
 """
 from typing import Optional, Sequence
 
-from retinanet.checkpoint import infer_model_args, load_weights, read_checkpoint_file, split_checkpoint
+import torch
+
+from retinanet.checkpoint import read_checkpoint_file, split_checkpoint
 from retinanet.coco_names import COCO_CLASS_NAMES
 from retinanet.errors import UserError
 from retinanet.model import RetinaNet
+from retinanet.state_dicts import infer_model_args, load_weights
 
 
 def load_model(
@@ -41,3 +45,18 @@ def load_model(
     )
     load_weights(model, path, class_names, allow_class_change=False)
     return model.eval(), list(class_names)
+
+
+def inference_copy(model: RetinaNet, **settings) -> RetinaNet:
+    """A copy of ``model`` built as ``load_model`` builds one from its checkpoint, in eval mode on the CPU.
+
+    settings: detection settings of the copy (score_threshold, max_detections, ...). Its backbone
+    BatchNorm is frozen and folded into the convolutions as in every checkpoint loaded for
+    inference; a model trained with trainable BatchNorm computes the same function, rounded
+    differently. Its weights are contiguous copies, as loaded from a file; the random generators
+    are left as they were.
+    """
+    with torch.random.fork_rng(devices=[]):
+        copy = RetinaNet(**model.model_args(), **settings)
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()

@@ -216,10 +216,6 @@ def make_batches(spec: InputSpec, transform: Transform, batch_size: int, num_wor
     alive at once, however long the video or the list of images. ``len()`` of the batches, the total
     of a progress bar, comes from a video's header frame count when it has one.
     """
-    if batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {batch_size}")
-    if num_workers < 0:
-        raise UserError(f"--num_workers must be 0 or more, got {num_workers}")
     if spec.kind == "video":
         dataset = VideoFrames(spec.paths[0], transform)
         info = dataset.info

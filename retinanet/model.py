@@ -6,7 +6,7 @@ load as they are, and ours load back into it.
 """
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from retinanet.checkpoint import read_checkpoint_file
 from retinanet.errors import UserError
 from retinanet.frozen_batchnorm import FrozenBatchNorm2d, fold_frozen_batchnorms
 from retinanet.losses import retinanet_loss
-from retinanet.postprocess import postprocess_detections
+from retinanet.postprocess import CANDIDATES_PER_DETECTION, flat_detections, split_by_image
 
 RESNET_DEPTHS = {
     18: (tv_resnet.BasicBlock, [2, 2, 2, 2], tv_resnet.ResNet18_Weights),
@@ -93,8 +93,8 @@ class Subnet(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
-    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
-        """features: per level (B, C, H_l, W_l) -> (B, sum_l H_l W_l A, values_per_anchor)."""
+    def forward(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
+        """features: per level (B, C, H_l, W_l) -> per level (B, H_l W_l A, values_per_anchor)."""
         outputs = []
         for x in features:
             x = self.act1(self.conv1(x))
@@ -102,9 +102,9 @@ class Subnet(nn.Module):
             x = self.act3(self.conv3(x))
             x = self.act4(self.conv4(x))
             x = self.output(x)
-            # (B, A*V, H, W) -> (B, H, W, A*V) -> (B, H*W*A, V): level, row, column, anchor order.
+            # (B, A*V, H, W) -> (B, H, W, A*V) -> (B, H*W*A, V): row, column, anchor order.
             outputs.append(x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.values_per_anchor))
-        return torch.cat(outputs, dim=1)
+        return outputs
 
 
 class RetinaNet(nn.Module):
@@ -163,15 +163,80 @@ class RetinaNet(nn.Module):
         """Constructor arguments that rebuild this architecture (stored in checkpoints)."""
         return {"num_classes": self.num_classes, "depth": self.depth, "feature_size": self.feature_size}
 
-    def head_outputs(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> class logits (B, A, K), box deltas (B, A, 4); A = all anchors of all levels."""
+    def features(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """images (B, 3, H, W), H and W multiples of 32 -> pyramid features P3..P7, each (B, C, H_l, W_l)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         c2 = self.layer1(x)
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
-        features = self.fpn(c3, c4, c5)
+        return self.fpn(c3, c4, c5)
+
+    def head_outputs(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Pyramid features -> per level class logits (B, A_l, K) and box deltas (B, A_l, 4)."""
         return self.classificationModel(features), self.regressionModel(features)
+
+    def anchors(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Pyramid features -> per level anchors (A_l, 4) x1y1x2y2, in the order of the head outputs."""
+        return self.anchor_generator.level_anchors(features)
+
+    def losses(self, images: torch.Tensor, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """Focal and box losses of a batch: {"classification": (), "regression": ()} (see the class docstring)."""
+        if len(targets) != images.shape[0]:
+            raise ValueError(f"{len(targets)} targets for a batch of {images.shape[0]} images")
+        features = self.features(images)
+        level_logits, level_deltas = self.head_outputs(features)
+        return retinanet_loss(torch.cat(level_logits, dim=1), torch.cat(level_deltas, dim=1),
+                              torch.cat(self.anchors(features)), targets, self.box_coder)
+
+    def flat_detections(
+        self,
+        images: torch.Tensor,
+        score_threshold: Optional[Union[float, torch.Tensor]] = None,
+        image_sizes: Optional[torch.Tensor] = None,
+        candidates_per_detection: Optional[int] = CANDIDATES_PER_DETECTION,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> boxes (D, 4), scores (D,), labels (D,), batch_index (D,) for the whole
+        batch, grouped by image and best first within an image (``postprocess.flat_detections``).
+
+        score_threshold: default ``self.score_threshold``; image_sizes: (B, 2) (h, w) to clip boxes to,
+        default the padded size. The exported graph is this method with ``candidates_per_detection=None``.
+        """
+        features = self.features(images)
+        level_logits, level_deltas = self.head_outputs(features)
+        if image_sizes is None:
+            # A Shape op under tracing, where images.shape[2:] would be frozen to the sample's size.
+            image_sizes = torch._shape_as_tensor(images)[2:].to(device=images.device, dtype=torch.float32)[None]
+        return flat_detections(
+            level_logits,
+            level_deltas,
+            self.anchors(features),
+            self.box_coder,
+            image_sizes,
+            score_threshold=self.score_threshold if score_threshold is None else score_threshold,
+            topk_per_level=self.topk_per_level,
+            nms_iou_threshold=self.nms_iou_threshold,
+            max_detections=self.max_detections,
+            candidates_per_detection=candidates_per_detection,
+        )
+
+    def detections(
+        self,
+        images: torch.Tensor,
+        image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
+        image_scales: Optional[Sequence[float]] = None,
+    ) -> List[Dict[str, torch.Tensor]]:
+        """images (B, 3, H, W) -> per image {"boxes": (D, 4) x1y1x2y2, "scores": (D,), "labels": (D,)}.
+
+        image_sizes: per image (h, w) of its unpadded part, to clip boxes to (default: the padded size,
+        as the original project); image_scales: resize scale per image, so boxes come back in original
+        image coordinates.
+        """
+        sizes = None
+        if image_sizes is not None:
+            sizes = torch.as_tensor(image_sizes, dtype=torch.float32, device=images.device).reshape(-1, 2)
+        flat = self.flat_detections(images, image_sizes=sizes)
+        return split_by_image(*flat, batch_size=images.shape[0], image_scales=image_scales)
 
     def forward(
         self,
@@ -180,31 +245,10 @@ class RetinaNet(nn.Module):
         image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
         image_scales: Optional[Sequence[float]] = None,
     ):
-        """See the class docstring. image_sizes: per image (h, w) of its unpadded part, to clip boxes to
-        (default: the padded size, as the original project); image_scales: resize scale per image,
-        so boxes come back in original image coordinates."""
-        class_logits, box_deltas = self.head_outputs(images)
-        image_size = tuple(images.shape[-2:])
-        anchors = self.anchor_generator(image_size, images.device)
+        """``losses(images, targets)`` with targets, else ``detections(images, image_sizes, image_scales)``."""
         if targets is not None:
-            if len(targets) != images.shape[0]:
-                raise ValueError(f"{len(targets)} targets for a batch of {images.shape[0]} images")
-            return retinanet_loss(class_logits, box_deltas, anchors, targets, self.box_coder)
-        if image_sizes is None:
-            image_sizes = [image_size] * images.shape[0]
-        return postprocess_detections(
-            class_logits,
-            box_deltas,
-            anchors,
-            self.anchor_generator.num_anchors_per_level(image_size),
-            self.box_coder,
-            image_sizes=image_sizes,
-            image_scales=image_scales,
-            score_threshold=self.score_threshold,
-            topk_per_level=self.topk_per_level,
-            nms_iou_threshold=self.nms_iou_threshold,
-            max_detections=self.max_detections,
-        )
+            return self.losses(images, targets)
+        return self.detections(images, image_sizes, image_scales)
 
 
 def imagenet_weights_file(depth: int) -> Tuple[str, str]:

@@ -1,5 +1,10 @@
-"""From raw head outputs to detections: score filter, top-k per level, decode, clip, NMS."""
-from typing import Dict, List, Optional, Sequence, Tuple
+"""From raw head outputs to detections: top-k per level, score filter, decode, clip, NMS, per-image cap.
+
+One implementation serves eager inference and the exported graph. The code is written so that
+tracing keeps batch size and image size dynamic: sizes come from tensors, per-level work runs on
+per-level tensors, and the per-image cap is a rank computed with tensor ops.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torchvision.ops import batched_nms
@@ -17,127 +22,147 @@ def level_topk(logits: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor
     """The k best (anchor, class) entries of one pyramid level, per image.
 
     logits: (B, A_l, K). Returns top logits (B, k'), anchor index (B, k') in [0, A_l) and class
-    index (B, k'), with k' = min(k, A_l * K), in no particular order.
+    index (B, k'), in no particular order; k' = min(k, A_l * K) in eager mode. Under tracing k' = k
+    (a k' taken from the sample input would be frozen into the graph): the missing entries are
+    padding with logit -inf, which no threshold passes.
     """
     batch_size, num_anchors, num_classes = logits.shape
+    tracing = torch.jit.is_tracing()
+    if tracing:
+        last_anchor = torch._shape_as_tensor(logits)[1] - 1
+        logits = torch.cat([logits, logits.new_full((batch_size, k, num_classes), float("-inf"))], dim=1)
     anchor_subset = None
-    if num_classes > 1 and num_anchors > k:
+    if tracing or (num_classes > 1 and num_anchors > k):
         # The k best entries lie on at most k anchors, each among the k anchors with the highest best
         # class (any anchor ranked lower has k entries above it), so top-k over k * K entries instead
         # of A_l * K: a max over classes is far cheaper than a top-k over all of them.
         anchor_subset = logits.amax(dim=2).topk(k, dim=1, sorted=False).indices  # (B, k)
         logits = logits.gather(1, anchor_subset[:, :, None].expand(-1, -1, num_classes))  # (B, k, K)
     flat_logits = logits.reshape(batch_size, -1)
-    top_logits, top_flat = flat_logits.topk(min(k, flat_logits.shape[1]), dim=1, sorted=False)
+    top_logits, top_flat = flat_logits.topk(k if tracing else min(k, flat_logits.shape[1]), dim=1, sorted=False)
     anchor_idx = top_flat // num_classes
     if anchor_subset is not None:
         anchor_idx = anchor_subset.gather(1, anchor_idx)
+    if tracing:
+        anchor_idx = torch.minimum(anchor_idx, last_anchor)  # padding points at a real anchor; never kept
     return top_logits, anchor_idx, top_flat % num_classes
 
 
-def postprocess_detections(
-    class_logits: torch.Tensor,
-    box_deltas: torch.Tensor,
-    anchors: torch.Tensor,
-    num_anchors_per_level: Sequence[int],
+def flat_detections(
+    level_logits: Sequence[torch.Tensor],
+    level_deltas: Sequence[torch.Tensor],
+    level_anchors: Sequence[torch.Tensor],
     box_coder: BoxCoder,
-    image_sizes: Sequence[Tuple[int, int]],
-    image_scales: Optional[Sequence[float]] = None,
-    score_threshold: float = 0.05,
+    image_sizes: torch.Tensor,
+    score_threshold: Union[float, torch.Tensor] = 0.05,
     topk_per_level: int = 1000,
     nms_iou_threshold: float = 0.5,
     max_detections: int = 300,
-) -> List[Dict[str, torch.Tensor]]:
-    """Detections of a batch, vectorised over images: one top-k per level, one NMS call in all.
+    candidates_per_detection: Optional[int] = CANDIDATES_PER_DETECTION,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Detections of a batch as one flat list, vectorised over images: one top-k per level, one NMS in all.
 
-    class_logits: (B, A, K); box_deltas: (B, A, 4); anchors: (A, 4), ordered by level as
-    ``num_anchors_per_level``. image_sizes: per image (h, w) of the network input to clip boxes to
-    (the padded size reproduces the original project; the unpadded size is tighter).
-    image_scales: per image resize scale; boxes are divided by it to return to original image coordinates.
-    Returns per image {"boxes": (D, 4), "scores": (D,), "labels": (D,) int64}, scores descending.
+    level_logits: per level (B, A_l, K); level_deltas: per level (B, A_l, 4); level_anchors: per
+    level (A_l, 4). image_sizes: (B, 2) or (1, 2) float (h, w) of the network input to clip boxes
+    to (the padded size reproduces the original project; the unpadded size is tighter).
+    score_threshold: keep scores above it (a 0-dim tensor in an exported graph).
+    candidates_per_detection: NMS looks at the best ``candidates_per_detection * max_detections``
+    candidates per image, more when needed (exact, and faster); None runs NMS on all of them, with
+    the same result, as a traced graph must (the "more when needed" is a data-dependent loop).
+    Returns boxes (D, 4) x1y1x2y2, scores (D,), labels (D,) int64 and batch_index (D,) int64,
+    grouped by image, by descending score within an image, at most ``max_detections`` per image.
     """
-    batch_size, _, num_classes = class_logits.shape
-    device = class_logits.device
-    # sigmoid is monotonic: select on logits and take the sigmoid of the few kept, not of all B*A*K.
-    logit_threshold = torch.logit(torch.tensor(float(score_threshold), dtype=torch.float64)).item()
-
-    cand_logits, cand_anchors, cand_labels = [], [], []
-    start = 0
-    for count in num_anchors_per_level:
-        top_logits, anchor_idx, labels = level_topk(class_logits[:, start:start + count], topk_per_level)
+    cand_logits, cand_labels, cand_deltas, cand_anchors = [], [], [], []
+    for logits, deltas, anchors in zip(level_logits, level_deltas, level_anchors):
+        top_logits, anchor_idx, labels = level_topk(logits, topk_per_level)
         cand_logits.append(top_logits)
-        cand_anchors.append(anchor_idx + start)
         cand_labels.append(labels)
-        start += count
-    cand_logits = torch.cat(cand_logits, dim=1)  # (B, N): every image has the same N candidates
-    cand_anchors = torch.cat(cand_anchors, dim=1)
-    cand_labels = torch.cat(cand_labels, dim=1)
-    num_passing = (cand_logits > logit_threshold).sum(dim=1)  # (B,)
+        cand_deltas.append(deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4)))
+        cand_anchors.append(anchors[anchor_idx])
+    # (B, N): every image has the same N candidates. sigmoid is taken of these few, not of all B*A*K.
+    cand_scores = torch.sigmoid(torch.cat(cand_logits, dim=1).float())
+    candidates = (cand_scores, torch.cat(cand_labels, dim=1), torch.cat(cand_deltas, dim=1),
+                  torch.cat(cand_anchors, dim=1))
+    batch_size, num_classes = level_logits[0].shape[0], level_logits[0].shape[2]
+    image_sizes = image_sizes.expand(batch_size, 2)
 
-    num_candidates = CANDIDATES_PER_DETECTION * max_detections
-    while True:
-        image_idx, boxes, scores, labels = _nms_on_best_candidates(
-            cand_logits, cand_anchors, cand_labels, num_candidates, logit_threshold, box_deltas, anchors,
-            box_coder, image_sizes, num_classes, nms_iou_threshold)
-        # An image short of max_detections whose candidates were cut may have lost survivors.
-        kept_per_image = torch.bincount(image_idx, minlength=batch_size)
-        if not ((kept_per_image < max_detections) & (num_passing > num_candidates)).any():
-            break
-        num_candidates *= 2
+    if candidates_per_detection is None:
+        image_idx, boxes, scores, labels = _nms(
+            *candidates, None, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold)
+    else:
+        num_passing = (cand_scores > score_threshold).sum(dim=1)  # (B,)
+        num_candidates = candidates_per_detection * max_detections
+        while True:
+            image_idx, boxes, scores, labels = _nms(
+                *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes,
+                nms_iou_threshold)
+            # An image short of max_detections whose candidates were cut may have lost survivors.
+            kept_per_image = torch.bincount(image_idx, minlength=batch_size)
+            if not ((kept_per_image < max_detections) & (num_passing > num_candidates)).any():
+                break
+            num_candidates *= 2
 
+    # NMS returns detections by descending score, so a detection's rank within its image is the number
+    # of earlier detections of the same image.
+    same_image = (image_idx[:, None] == torch.arange(batch_size, device=image_idx.device)[None, :]).long()
+    rank = ((same_image.cumsum(dim=0) - 1) * same_image).sum(dim=1)  # (D,)
+    capped = torch.nonzero(rank < max_detections, as_tuple=True)[0]
+    # Group by image with an exact integer key (image, rank): ONNX has no stable sort.
+    capped = capped[torch.argsort(image_idx[capped] * max_detections + rank[capped])]
+    return boxes[capped], scores[capped], labels[capped], image_idx[capped]
+
+
+def split_by_image(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    image_idx: torch.Tensor,
+    batch_size: int,
+    image_scales: Optional[Sequence[float]] = None,
+) -> List[Dict[str, torch.Tensor]]:
+    """Flat detections grouped by image (as ``flat_detections`` returns them) -> one dict per image.
+
+    image_scales: per image resize scale; boxes are divided by it.
+    """
     if image_scales is not None:
-        scales = torch.as_tensor(image_scales, dtype=boxes.dtype, device=device)
+        scales = torch.as_tensor(image_scales, dtype=boxes.dtype, device=boxes.device)
         boxes = boxes / scales[image_idx, None]
-
-    # NMS returns detections by descending score; a stable sort by image keeps that order within each image.
-    order = torch.sort(image_idx, stable=True).indices
-    boxes, scores, labels = boxes[order], scores[order], labels[order]
-    counts = kept_per_image.tolist()
-    detections = []
-    for image_boxes, image_scores, image_labels in zip(
-        boxes.split(counts), scores.split(counts), labels.split(counts)
-    ):
-        detections.append(
-            {
-                "boxes": image_boxes[:max_detections],
-                "scores": image_scores[:max_detections],
-                "labels": image_labels[:max_detections],
-            }
-        )
-    return detections
+    counts = torch.bincount(image_idx, minlength=batch_size).tolist()
+    return [
+        {"boxes": image_boxes, "scores": image_scores, "labels": image_labels}
+        for image_boxes, image_scores, image_labels in zip(
+            boxes.split(counts), scores.split(counts), labels.split(counts))
+    ]
 
 
-def _nms_on_best_candidates(
-    cand_logits: torch.Tensor,
-    cand_anchors: torch.Tensor,
+def _nms(
+    cand_scores: torch.Tensor,
     cand_labels: torch.Tensor,
-    num_candidates: int,
-    logit_threshold: float,
-    box_deltas: torch.Tensor,
-    anchors: torch.Tensor,
+    cand_deltas: torch.Tensor,
+    cand_anchors: torch.Tensor,
+    num_candidates: Optional[int],
+    score_threshold: Union[float, torch.Tensor],
     box_coder: BoxCoder,
-    image_sizes: Sequence[Tuple[int, int]],
+    image_sizes: torch.Tensor,
     num_classes: int,
     nms_iou_threshold: float,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Class-aware NMS of each image's best ``num_candidates`` candidates above the threshold, in one call.
+    """Class-aware NMS of each image's best ``num_candidates`` (all if None) candidates above the threshold.
 
-    cand_*: (B, N) logits, anchor indices and labels. Returns image index (D,), boxes (D, 4), scores (D,)
-    and labels (D,) of the survivors, by descending score.
+    cand_scores, cand_labels: (B, N); cand_deltas, cand_anchors: (B, N, 4); image_sizes: (B, 2) h, w.
+    Returns image index (D,), boxes (D, 4), scores (D,) and labels (D,) of the survivors, by
+    descending score.
     """
-    if cand_logits.shape[1] > num_candidates:
-        cand_logits, best = cand_logits.topk(num_candidates, dim=1, sorted=False)
-        cand_anchors = cand_anchors.gather(1, best)
+    if num_candidates is not None and cand_scores.shape[1] > num_candidates:
+        cand_scores, best = cand_scores.topk(num_candidates, dim=1, sorted=False)
         cand_labels = cand_labels.gather(1, best)
-    image_idx, column = torch.nonzero(cand_logits > logit_threshold, as_tuple=True)
-    anchor_idx = cand_anchors[image_idx, column]
+        cand_deltas = cand_deltas.gather(1, best[:, :, None].expand(-1, -1, 4))
+        cand_anchors = cand_anchors.gather(1, best[:, :, None].expand(-1, -1, 4))
+    image_idx, column = torch.nonzero(cand_scores > score_threshold, as_tuple=True)
+    scores = cand_scores[image_idx, column]
     labels = cand_labels[image_idx, column]
-    scores = torch.sigmoid(cand_logits[image_idx, column].float())
-
-    boxes = box_coder.decode(box_deltas[image_idx, anchor_idx].float(), anchors[anchor_idx])
-    sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # (B, 2) h, w
-    boxes = clip_boxes(boxes, sizes[image_idx, 0], sizes[image_idx, 1])
-
+    boxes = box_coder.decode(cand_deltas[image_idx, column].float(), cand_anchors[image_idx, column])
+    boxes = clip_boxes(boxes, image_sizes[image_idx, 0], image_sizes[image_idx, 1])
     # One NMS over the batch: each (image, class) pair is its own group.
     keep = batched_nms(boxes, scores, image_idx * num_classes + labels, nms_iou_threshold)
     return image_idx[keep], boxes[keep], scores[keep], labels[keep]

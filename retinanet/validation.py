@@ -15,7 +15,7 @@ from retinanet.data import AspectRatioBatchSampler, make_loader
 from retinanet.distributed import DistributedContext
 from retinanet.engine import run_inference
 from retinanet.evaluation import evaluate_voc, format_summary, voc_at_score_threshold
-from retinanet.model import RetinaNet
+from retinanet.hub import inference_copy
 
 # The model keeps detections scoring above this, at most EVAL_MAX_DETECTIONS per image: the
 # CrowdHuman protocol scores detections down to 0.01, and its most crowded images hold a few
@@ -75,18 +75,8 @@ def dataset_ground_truths(dataset) -> List[dict]:
 
 
 def evaluation_model(model) -> torch.nn.Module:
-    """A copy of ``model`` (any RetinaNet) built as ``load_model`` builds one from its checkpoint.
-
-    The copy keeps detections at the evaluation settings, and its backbone BatchNorm is frozen and
-    folded into the convolutions as in every checkpoint loaded for inference; a model trained with
-    trainable BatchNorm computes the same function, rounded differently. Its weights are contiguous
-    copies on the CPU, as loaded from a file; the random generators are left as they were.
-    """
-    with torch.random.fork_rng(devices=[]):
-        copy = RetinaNet(**model.model_args(), score_threshold=EVAL_SCORE_THRESHOLD,
-                         max_detections=EVAL_MAX_DETECTIONS)
-    copy.load_state_dict(model.state_dict())
-    return copy.eval()
+    """``model`` copied as loaded from its checkpoint (``hub.inference_copy``), at the evaluation settings."""
+    return inference_copy(model, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS)
 
 
 def score_detections(detections: Sequence[dict], dataset, iou_threshold: float = VOC_IOU_THRESHOLD,

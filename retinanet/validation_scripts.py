@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retinanet import cli
-from retinanet.cli import add_inference_arguments, check_inference_arguments
+from retinanet.cli import add_inference_arguments, check_counts, check_inference_arguments
 from retinanet.data.crowdhuman import BODY_CLASS, HEAD_CLASS
 from retinanet.data.dataset import DetectionDataset
 from retinanet.errors import UserError
@@ -68,8 +68,7 @@ def check_common_args(args: argparse.Namespace) -> None:
     if args.detections and (args.depth is not None or args.max_detections is not None or args.amp):
         raise UserError("--depth, --max_detections and --amp only apply when a model runs (--model_path)")
     check_inference_arguments(args)
-    if args.max_detections is not None and args.max_detections < 1:
-        raise UserError(f"--max_detections must be at least 1, got {args.max_detections}")
+    check_counts(args, positive=("max_detections",))
     if not 0.0 < args.iou_threshold <= 1.0:
         raise UserError(f"--iou_threshold must be in (0, 1], got {args.iou_threshold}")
     if not 0.0 <= args.score_threshold <= 1.0:

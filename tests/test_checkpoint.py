@@ -1,17 +1,12 @@
 import pytest
 import torch
 
-from retinanet.checkpoint import (
-    CHECKPOINT_FORMAT,
-    class_index_map,
-    load_optimizer_state,
-    load_weights,
-    save_checkpoint,
-)
+from retinanet.checkpoint import CHECKPOINT_FORMAT, load_optimizer_state, save_checkpoint
 from retinanet.coco_names import CLASS_NAME_ALIASES, COCO_CLASS_NAMES
 from retinanet.errors import UserError
 from retinanet.hub import load_model
 from retinanet.model import RetinaNet
+from retinanet.state_dicts import class_index_map, load_weights
 from retinanet.training import build_optimizer
 
 A = 9  # anchors per location

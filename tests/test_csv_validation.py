@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import csv_validation
-from retinanet.data.crowdhuman import convert_records, read_odgt, write_csv
+from retinanet.data.crowdhuman import convert_records, read_odgt
 from retinanet.errors import UserError
 from retinanet.evaluation import COCO_METRIC_NAMES, evaluate_voc, voc_at_score_threshold
 from retinanet.evaluation.odgt_ground_truth import index_image_folder
 from retinanet.model import RetinaNet
 from tests.helpers import TINY_IMAGES, save_model_checkpoint, write_tiny_csv_dataset
+from tools.annotation_writers import write_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_OF = {"a": "person", "b": "head"}  # the tiny images' classes under CrowdHuman names

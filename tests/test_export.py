@@ -11,10 +11,10 @@ from retinanet.export import (
     compare_detections,
     export_onnx,
     export_torchscript,
+    graph_outputs_by_image,
     onnx_runner,
     parity_ok,
     reference_detections,
-    split_by_image,
 )
 from tests.helpers import save_model_checkpoint, spread_model
 
@@ -45,7 +45,7 @@ def test_wrapper_in_eager_mode_equals_the_model():
         outputs = ExportableRetinaNet(model)(images, torch.tensor(0.05))
     boxes, scores, labels, batch_index = outputs
     assert batch_index.tolist() == sorted(batch_index.tolist())  # grouped by image
-    for ref, got in zip(reference_detections(model, images, 0.05), split_by_image(outputs, 2)):
+    for ref, got in zip(reference_detections(model, images, 0.05), graph_outputs_by_image(outputs, 2)):
         assert len(ref["scores"]) > 20
         assert np.all(np.diff(got["scores"]) <= 0)  # best first within an image
         row = compare_detections(ref, got, 0.05, model.nms_iou_threshold, model.max_detections)
@@ -53,16 +53,20 @@ def test_wrapper_in_eager_mode_equals_the_model():
         assert row["max_box_diff"] < 1e-3
 
 
-def test_level_anchors_equal_the_anchor_generator():
+@pytest.mark.filterwarnings("ignore:.*torch.jit.trace.*deprecated:FutureWarning")
+def test_traced_anchors_equal_the_eager_ones():
+    """Under tracing the anchors are built from the feature maps' traced sizes, not from the cache."""
     model = spread_model()
-    wrapper = ExportableRetinaNet(model)
     images = torch.zeros(1, 3, 96, 160)
     with torch.no_grad():
-        features = wrapper.pyramid_features(images)
-    ours = torch.cat([wrapper.level_anchors(feature, level) for level, feature in enumerate(features)])
-    expected = model.anchor_generator((96, 160), torch.device("cpu"))
-    assert ours.shape == expected.shape == (9 * (12 * 20 + 6 * 10 + 3 * 5 + 2 * 3 + 1 * 2), 4)
-    assert torch.allclose(ours, expected, atol=1e-4)
+        features = model.features(images)
+        traced = torch.jit.trace(lambda *levels: tuple(model.anchors(list(levels))), tuple(features))
+        # The trace runs at another image size: its grids follow the new feature maps.
+        other = model.features(torch.zeros(1, 3, 160, 64))
+        ours = torch.cat(traced(*other))
+    expected = model.anchor_generator((160, 64), torch.device("cpu"))
+    assert ours.shape == expected.shape == (9 * (20 * 8 + 10 * 4 + 5 * 2 + 3 * 1 + 2 * 1), 4)
+    assert torch.equal(ours, expected)
 
 
 def test_onnx_file_is_opset_17_with_dynamic_batch_and_size_and_class_metadata(exported):

@@ -68,8 +68,8 @@ def test_retinanet_with_folded_norms_predicts_as_the_unfolded_model():
     images = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         c5, c5_ref = backbone_output(frozen.eval(), images), backbone_output(plain.eval(), images)
-        logits, deltas = frozen.head_outputs(images)
-        logits_ref, deltas_ref = plain.head_outputs(images)
+        logits, deltas = (torch.cat(levels, dim=1) for levels in frozen.head_outputs(frozen.features(images)))
+        logits_ref, deltas_ref = (torch.cat(levels, dim=1) for levels in plain.head_outputs(plain.features(images)))
     assert c5.abs().mean() > 0.1
     assert torch.allclose(c5, c5_ref, rtol=1e-4, atol=1e-4)
     assert torch.allclose(logits, logits_ref, atol=1e-4)

@@ -86,6 +86,7 @@ def test_evaluation_imports_no_model_engine_or_cli_code_and_no_torch():
             assert "torch" not in others and "torchvision" not in others, name
 
 
-def test_checkpoint_reading_knows_no_model_code():
-    ours, _ = imports_of("retinanet.checkpoint")
-    assert not ours & {"retinanet.model", "retinanet.hub"}
+def test_the_checkpoint_layer_knows_no_model_code():
+    for name in ("retinanet.checkpoint", "retinanet.state_dicts"):
+        ours, _ = imports_of(name)
+        assert not ours & {"retinanet.model", "retinanet.hub"}, name

@@ -102,7 +102,8 @@ def test_postprocessing_equals_per_class_reference_with_wide_limits():
     images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         ours = model(images)[0]
-        logits, deltas = model.head_outputs(images)
+        features = model.features(images)
+        logits, deltas = (torch.cat(levels, dim=1) for levels in model.head_outputs(features))
         anchors = model.anchor_generator((64, 64), images.device)
         scores = torch.sigmoid(logits[0])
         boxes = model.box_coder.decode(deltas[0], anchors)

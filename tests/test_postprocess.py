@@ -1,10 +1,10 @@
-"""postprocess_detections against a plain per-image, per-class reference that sorts everything."""
+"""flat_detections against a plain per-image, per-class reference that sorts everything."""
 import pytest
 import torch
 from torchvision.ops import nms
 
 from retinanet.box_coder import BoxCoder
-from retinanet.postprocess import level_topk, postprocess_detections
+from retinanet.postprocess import flat_detections, level_topk, split_by_image
 
 
 def reference_detections(logits, deltas, anchors, level_sizes, box_coder, size, topk, max_detections):
@@ -37,6 +37,14 @@ def reference_detections(logits, deltas, anchors, level_sizes, box_coder, size, 
     return found[:max_detections]
 
 
+def detections_by_image(logits, deltas, anchors, level_sizes, box_coder, sizes, **options):
+    """flat_detections on concatenated (B, A, .) inputs cut into levels, split per image."""
+    flat = flat_detections(logits.split(level_sizes, dim=1), deltas.split(level_sizes, dim=1),
+                           anchors.split(level_sizes), box_coder, torch.tensor(sizes, dtype=torch.float32),
+                           **options)
+    return split_by_image(*flat, batch_size=logits.shape[0])
+
+
 def crowded_inputs(batch_size, num_classes, level_sizes, seed):
     """Anchors in a few tight clusters, so NMS suppresses most candidates; distinct random scores."""
     generator = torch.Generator().manual_seed(seed)
@@ -58,8 +66,8 @@ def test_detections_equal_the_full_sort_reference(num_classes, topk, max_detecti
     box_coder = BoxCoder()
     logits, deltas, anchors = crowded_inputs(3, num_classes, level_sizes, seed=topk + max_detections)
     sizes = [(100, 100), (90, 100), (100, 80)]
-    ours = postprocess_detections(logits, deltas, anchors, level_sizes, box_coder, sizes,
-                                  topk_per_level=topk, max_detections=max_detections)
+    ours = detections_by_image(logits, deltas, anchors, level_sizes, box_coder, sizes,
+                               topk_per_level=topk, max_detections=max_detections)
     checked = 0
     for b, det in enumerate(ours):
         expected = reference_detections(logits[b], deltas[b], anchors, level_sizes, box_coder, sizes[b],
@@ -83,8 +91,8 @@ def test_candidate_cap_grows_until_the_detections_are_exact():
     logits = -torch.arange(num_anchors * num_classes, dtype=torch.float32).reshape(num_classes, num_anchors).T
     logits = (logits / 1000.0)[None]  # (1, A, K), all scores in (0.12, 0.5]
     deltas = torch.zeros(1, num_anchors, 4)
-    det = postprocess_detections(logits, deltas, anchors, [num_anchors], BoxCoder(), [(64, 64)],
-                                 topk_per_level=10 ** 6, max_detections=3)[0]
+    det = detections_by_image(logits, deltas, anchors, [num_anchors], BoxCoder(), [(64, 64)],
+                              topk_per_level=10 ** 6, max_detections=3)[0]
     assert det["labels"].tolist() == [0, 1, 2]
     assert det["scores"].tolist() == pytest.approx(torch.sigmoid(torch.tensor([0.0, -0.2, -0.4])).tolist())
     assert det["boxes"].tolist() == [[10.0, 10.0, 50.0, 50.0]] * 3

@@ -12,8 +12,8 @@ import pytest
 
 import build_annotations_file
 from retinanet.data import CSVDataset, Transform
-from retinanet.data.synthetic import SyntheticConfig, generate_dataset
 from retinanet.errors import UserError
+from tools.synthetic_crowdhuman import SyntheticConfig, generate_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = SyntheticConfig()  # the defaults: 320x240, 3-8 people, heads 28-56 px

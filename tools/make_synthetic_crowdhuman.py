@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from retinanet.cli import run_cli  # noqa: E402
-from retinanet.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+from tools.synthetic_crowdhuman import SyntheticConfig, generate_dataset  # noqa: E402
 
 _DEFAULTS = SyntheticConfig()
 

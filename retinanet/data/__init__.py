@@ -1,8 +1,7 @@
-"""Datasets, transforms, batching, class lists, CrowdHuman conversion and synthetic data.
+"""Datasets, transforms, batching, class lists, image reading, CrowdHuman's odgt files and the loader factory.
 
-Names are imported on first use, so scripts that only convert annotations or draw synthetic
-data (``build_annotations_file.py``, ``tools/make_synthetic_crowdhuman.py``) never pay for
-importing torch.
+Names are imported on first use, so scripts that only convert annotations
+(``build_annotations_file.py``) never pay for importing torch.
 """
 import importlib
 
