@@ -47,7 +47,6 @@ from retinanet.evaluation.odgt_ground_truth import (
     CROWDHUMAN_BOXES,
     EVALUATED_CLASS,
     find_images,
-    odgt_dataset,
     read_odgt_ground_truth,
     resolve_image_sizes,
 )
@@ -60,6 +59,7 @@ from retinanet.validation_scripts import (
     check_common_args,
     evaluate_and_report,
     image_names,
+    odgt_dataset,
     predict_for_validation,
 )
 

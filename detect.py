@@ -36,10 +36,10 @@ from retinanet.cli import (
     run_cli,
 )
 from retinanet.data import Transform, read_class_list, read_image, read_image_size
+from retinanet.data.image_sources import InputSpec, VideoInfo, make_batches, read_frames, resolve_input
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
 from retinanet.hub import load_model
-from retinanet.image_sources import InputSpec, VideoInfo, make_batches, read_frames, resolve_input
 from retinanet.io_utils import atomic_open, write_json
 from retinanet.visualization import class_colours, draw_detections, select_detections, write_image
 

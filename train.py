@@ -11,7 +11,6 @@ Usage:
 """
 import argparse
 import json
-import math
 import os
 import signal
 import time
@@ -307,9 +306,6 @@ def train(args: argparse.Namespace, context) -> dict:
                                  pin_memory=device.type == "cuda")
 
             def on_step(record, epoch=epoch, done_before=batches_done):
-                epoch_sums["classification"] += record["classification"]
-                epoch_sums["regression"] += record["regression"]
-                epoch_sums["steps"] += 1
                 if args.save_every and context.is_main and scheduler.last_epoch % args.save_every == 0:
                     save_last(epoch, done_before + record["batches"], record)
                 return stop_agreed()
@@ -319,7 +315,7 @@ def train(args: argparse.Namespace, context) -> dict:
                 summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context,
                                           amp_dtype=amp_dtype, clip_grad_norm=args.clip_grad_norm,
                                           max_nonfinite_steps=args.max_nonfinite_steps, on_step=on_step,
-                                          description=f"epoch {epoch + 1}/{args.epochs}")
+                                          description=f"epoch {epoch + 1}/{args.epochs}", epoch_sums=epoch_sums)
             except BatchLoadError as error:
                 # The steps before the bad batch are kept: once the image is fixed, --resume goes on from there.
                 batches_done += error.batches
@@ -338,12 +334,9 @@ def train(args: argparse.Namespace, context) -> dict:
 
             epoch += 1
             batches_done = 0
-            steps = epoch_sums["steps"]
-            classification = epoch_sums["classification"] / steps if steps else math.nan
-            regression = epoch_sums["regression"] / steps if steps else math.nan
             epoch_sums.update(classification=0.0, regression=0.0, steps=0)
-            record = {"epoch": epoch, "loss": classification + regression, "classification": classification,
-                      "regression": regression, "lr": optimizer.param_groups[0]["lr"],
+            record = {"epoch": epoch, "loss": summary["loss"], "classification": summary["classification"],
+                      "regression": summary["regression"], "lr": optimizer.param_groups[0]["lr"],
                       "skipped_steps": summary["skipped"], "images_per_second": summary["images_per_second"],
                       "seconds": time.perf_counter() - start}
             if val_set is not None and (epoch % args.val_every == 0 or epoch == args.epochs):

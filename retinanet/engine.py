@@ -60,8 +60,13 @@ def train_one_epoch(
     max_nonfinite_steps: int = 5,
     on_step: Optional[Callable[[dict], bool]] = None,
     description: str = "train",
+    epoch_sums: Optional[Dict[str, float]] = None,
 ) -> Dict[str, float]:
     """One pass over ``loader``; returns mean losses, steps, skipped steps, batches consumed and images/s.
+
+    epoch_sums: {"classification", "regression", "steps"} running sums of the epoch's step losses,
+    updated in place; an epoch resumed mid-way passes the sums saved with its checkpoint, so the
+    mean losses returned cover all of the epoch's steps, before and after the resume.
 
     A step whose loss is not finite on any process is skipped on all of them (with a warning
     naming each loss term and the batch's images); ``max_nonfinite_steps`` in a row raise
@@ -71,7 +76,9 @@ def train_one_epoch(
     """
     model.train()
     amp = amp_dtype is not None
-    totals = {"classification": 0.0, "regression": 0.0}
+    totals = epoch_sums if epoch_sums is not None else {}
+    for key in ("classification", "regression", "steps"):
+        totals.setdefault(key, 0)
     steps = skipped = bad_in_a_row = images_seen = 0
     start = time.perf_counter()
     bar = tqdm(loader, desc=description, unit="batch", disable=not context.is_main, dynamic_ncols=True)
@@ -123,6 +130,7 @@ def train_one_epoch(
         classification, regression = terms.tolist()
         totals["classification"] += classification
         totals["regression"] += regression
+        totals["steps"] += 1
         elapsed = time.perf_counter() - start
         lr = optimizer.param_groups[0]["lr"]
         bar.set_postfix(cls=f"{classification:.4f}", reg=f"{regression:.4f}", lr=f"{lr:.2e}",
@@ -133,10 +141,10 @@ def train_one_epoch(
             break
     bar.close()
     elapsed = time.perf_counter() - start
-    result = {k: v / max(steps, 1) for k, v in totals.items()}
-    result.update(steps=steps, skipped=skipped, batches=steps + skipped,
-                  images_per_second=images_seen / elapsed if elapsed else 0.0)
-    result["loss"] = result["classification"] + result["regression"] if steps else math.nan
+    result = {key: totals[key] / totals["steps"] if totals["steps"] else math.nan
+              for key in ("classification", "regression")}
+    result.update(loss=result["classification"] + result["regression"], steps=steps, skipped=skipped,
+                  batches=steps + skipped, images_per_second=images_seen / elapsed if elapsed else 0.0)
     return result
 
 

@@ -26,10 +26,12 @@ from retinanet import cli
 from retinanet.cli import add_inference_arguments, check_counts, check_inference_arguments
 from retinanet.data.crowdhuman import BODY_CLASS, HEAD_CLASS
 from retinanet.data.dataset import DetectionDataset
+from retinanet.data.transforms import Transform
 from retinanet.errors import UserError
 from retinanet.evaluation.coco import detections_to_coco_results, evaluate_coco, write_detections_as_coco_results
-from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
+from retinanet.evaluation.crowdhuman import clip_boundary, evaluate_crowdhuman
 from retinanet.evaluation.detection_files import write_detections_jsonl
+from retinanet.evaluation.odgt_ground_truth import ImageSize, OdgtGroundTruth
 from retinanet.evaluation.report import build_metrics_json, format_summary, plot_pr_curves
 from retinanet.evaluation.voc import evaluate_voc, voc_at_score_threshold
 from retinanet.io_utils import write_json
@@ -40,6 +42,29 @@ from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, data
 # validation images hold a few hundred people and as many heads): train.py validates the same way.
 CROWDHUMAN_SCORE_THRESHOLD = EVAL_SCORE_THRESHOLD
 CROWDHUMAN_MAX_DETECTIONS = EVAL_MAX_DETECTIONS
+
+
+def odgt_dataset(
+    truth: OdgtGroundTruth,
+    image_sizes: "Sequence[ImageSize]",
+    image_paths: "Sequence[str]",
+    transform: "Optional[Transform]" = None,
+) -> DetectionDataset:
+    """The ground truth as a dataset, its boxes clipped the official way to image_sizes (I,) (H, W).
+
+    image_paths (I,): the image files, or, to score saved detections without images, any name
+    per image (the dataset can then not be iterated, only asked for annotations and sizes).
+    """
+    annotations = []
+    for annotation, (height, width) in zip(truth.annotations, image_sizes):
+        clipped = dict(annotation)
+        for key in ("boxes", "ignore"):
+            count = len(annotation[key])
+            clipped[key] = clip_boundary(annotation[key], np.full(count, height), np.full(count, width))
+        annotations.append(clipped)
+    return DetectionDataset(
+        truth.class_names, list(image_paths), annotations, truth.sources, transform, list(image_sizes)
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,9 +9,9 @@ import torch
 
 import detect
 from retinanet.data import Transform, collate_batch, read_image
+from retinanet.data.image_sources import ImageFiles, collate_readable, resolve_input
 from retinanet.errors import UserError
 from retinanet.hub import load_model
-from retinanet.image_sources import ImageFiles, collate_readable, resolve_input
 from retinanet.visualization import draw_detections
 from tests.helpers import save_model_checkpoint, spread_model
 

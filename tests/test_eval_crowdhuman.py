@@ -17,10 +17,10 @@ from retinanet.evaluation.crowdhuman import evaluate_crowdhuman
 from retinanet.evaluation.detection_files import read_detection_file
 from retinanet.evaluation.odgt_ground_truth import (
     EVALUATED_CLASS,
-    odgt_dataset,
     read_odgt_ground_truth,
     resolve_image_sizes,
 )
+from retinanet.validation_scripts import odgt_dataset
 
 OFFICIAL = Path(__file__).parent / "fixtures" / "crowdhuman_official"
 EXPECTED = json.loads((OFFICIAL / "expected.json").read_text())

@@ -1,5 +1,6 @@
-"""The package's layers only look down: no import cycle among retinanet's modules, and evaluation is
-pure numpy/scipy (no torch, no model, engine or command-line code)."""
+"""The package's layers only look down: no import cycle among retinanet's modules, every module imports
+only from its own layer and the layers below it, and evaluation is pure numpy/scipy (no torch, no
+model, engine or command-line code)."""
 import ast
 from pathlib import Path
 
@@ -11,6 +12,29 @@ ABOVE_EVALUATION = {
     "retinanet.engine", "retinanet.training", "retinanet.validation", "retinanet.validation_scripts",
     "retinanet.distributed", "retinanet.cli",
 }
+
+
+# Each layer: its modules (a name ending in ".*" covers a subpackage) and the layers it may import.
+LAYERS = {
+    "foundation": ({"retinanet", "errors", "io_utils", "coco_names"}, set()),
+    "checkpoints": ({"checkpoint", "state_dicts"}, {"foundation"}),
+    "modeling": ({"boxes", "anchors", "box_coder", "matcher", "losses", "postprocess", "frozen_batchnorm", "model"},
+                 {"foundation", "checkpoints"}),
+    "data": ({"data", "data.*"}, {"foundation"}),
+    "evaluation": ({"evaluation", "evaluation.*"}, {"foundation", "data"}),
+    "engine": ({"hub", "export", "distributed", "training", "engine", "validation"},
+               {"foundation", "checkpoints", "modeling", "data", "evaluation"}),
+    "interface": ({"cli", "validation_scripts", "plots", "visualization"},
+                  {"foundation", "checkpoints", "modeling", "data", "evaluation", "engine"}),
+}
+
+
+def layer_of(name: str) -> str:
+    short = name[len("retinanet."):] if name.startswith("retinanet.") else name
+    for layer, (members, _) in LAYERS.items():
+        if short in members or any(m.endswith(".*") and short.startswith(m[:-1]) for m in members):
+            return layer
+    raise AssertionError(f"{name} is in no layer: add it to LAYERS")
 
 
 def module_name(path: Path) -> str:
@@ -76,6 +100,30 @@ def test_the_walk_sees_function_level_imports_and_the_package():
 
 def test_no_import_cycle():
     assert find_cycle() is None, " -> ".join(find_cycle())
+
+
+def upward_imports(graph) -> "list[str]":
+    """Every import of a module from a layer it may not use, as readable lines."""
+    found = []
+    for name in sorted(graph):
+        layer = layer_of(name)
+        allowed = LAYERS[layer][1] | {layer}
+        found += [f"{name} ({layer}) imports {target} ({layer_of(target)})"
+                  for target in sorted(graph[name]) if layer_of(target) not in allowed]
+    return found
+
+
+def test_every_module_imports_only_its_own_layer_and_the_layers_below():
+    assert not upward_imports(GRAPH), "\n".join(upward_imports(GRAPH))
+
+
+def test_the_layer_rule_catches_upward_imports():
+    graph = {"retinanet.evaluation.voc": {"retinanet.model", "retinanet.data.crowdhuman"},
+             "retinanet.checkpoint": {"retinanet.hub"}, "retinanet.model": {"retinanet.checkpoint"}}
+    assert upward_imports(graph) == [
+        "retinanet.checkpoint (checkpoints) imports retinanet.hub (engine)",
+        "retinanet.evaluation.voc (evaluation) imports retinanet.model (modeling)",
+    ]
 
 
 def test_evaluation_imports_no_model_engine_or_cli_code_and_no_torch():

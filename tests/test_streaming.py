@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import detect
-from retinanet import image_sources
-from retinanet.data import Transform
-from retinanet.image_sources import make_batches, resolve_input
+from retinanet.data import Transform, image_sources
+from retinanet.data.image_sources import make_batches, resolve_input
 from tests.helpers import save_model_checkpoint, spread_model
 
 FRAMES = 12

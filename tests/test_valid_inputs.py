@@ -14,9 +14,9 @@ from PIL import Image, ImageOps
 
 from retinanet.coco_names import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
 from retinanet.data import CocoDataset, CSVDataset, Transform, read_class_list, read_image, read_image_size
+from retinanet.data.image_sources import ImageFiles, resolve_input
 from retinanet.errors import UserError
 from retinanet.evaluation import evaluate_coco
-from retinanet.image_sources import ImageFiles, resolve_input
 
 CLASSES = ["person", "head"]
 

@@ -31,11 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from retinanet.data.crowdhuman import BODY_BOX_KEYS, BODY_CLASS, HEAD_CLASS, SPLITS, index_images, read_odgt
-from retinanet.data.dataset import DetectionDataset
 from retinanet.data.image_io import read_image_size
-from retinanet.data.transforms import Transform
 from retinanet.errors import UserError
-from retinanet.evaluation.crowdhuman import clip_boundary, record_image_size
+from retinanet.evaluation.crowdhuman import record_image_size
 
 CROWDHUMAN_BOXES = ("full", "visible", "head")
 # The class of each box kind: what the untagged boxes (tag 1) of an official result file are.
@@ -200,26 +198,3 @@ def resolve_image_sizes(
     for index in tqdm(unknown, desc="image sizes", unit="image", disable=not unknown):
         sizes[index] = read_image_size(image_paths[index])
     return sizes
-
-
-def odgt_dataset(
-    truth: OdgtGroundTruth,
-    image_sizes: "Sequence[ImageSize]",
-    image_paths: "Sequence[str]",
-    transform: "Transform | None" = None,
-) -> DetectionDataset:
-    """The ground truth as a dataset, its boxes clipped the official way to image_sizes (I,) (H, W).
-
-    image_paths (I,): the image files, or, to score saved detections without images, any name
-    per image (the dataset can then not be iterated, only asked for annotations and sizes).
-    """
-    annotations = []
-    for annotation, (height, width) in zip(truth.annotations, image_sizes):
-        clipped = dict(annotation)
-        for key in ("boxes", "ignore"):
-            count = len(annotation[key])
-            clipped[key] = clip_boundary(annotation[key], np.full(count, height), np.full(count, width))
-        annotations.append(clipped)
-    return DetectionDataset(
-        truth.class_names, list(image_paths), annotations, truth.sources, transform, list(image_sizes)
-    )

@@ -15,7 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from retinanet.data import Transform, collate_batch, make_loader, read_image
+from retinanet.data.collate import collate_batch
+from retinanet.data.image_io import read_image
+from retinanet.data.loader import make_loader
+from retinanet.data.transforms import Transform
 from retinanet.data.image_io import IMAGE_EXTENSIONS, has_image_extension
 from retinanet.errors import UserError
 
