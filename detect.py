@@ -24,7 +24,6 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from retinanet.cli import (
@@ -33,6 +32,7 @@ from retinanet.cli import (
     add_model_arguments,
     check_inference_arguments,
     resolve_device,
+    resolve_precision_arguments,
     run_cli,
 )
 from retinanet.data import Transform, read_class_list, read_image, read_image_size
@@ -169,7 +169,9 @@ def main(args: argparse.Namespace) -> dict:
     class_names = read_class_list(args.classes) if args.classes else None
     model, class_names = load_model(args.model_path, class_names=class_names, depth=args.depth,
                                     score_threshold=args.score_threshold)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device)
+    precision = resolve_precision_arguments(args, device)
+    print(precision.describe())
     shown = class_indices(args.classes_to_show, class_names)
     # Output names are checked before the long part: an input must never be overwritten.
     if not args.no_images:
@@ -185,7 +187,7 @@ def main(args: argparse.Namespace) -> dict:
     if spec.not_images:
         print(f"{len(spec.not_images)} files without an image extension were not read "
               f"(e.g. {spec.not_images[0]}; all listed in summary.json)")
-    result = run_inference(model, batches, device, description="detect")
+    result = run_inference(model, batches, device, precision=precision, description="detect")
     skipped = {error["index"] for error in batches.errors}
     # Each image's arrays are replaced by their selection as it is made, so the detections of a long
     # video are never held twice.

@@ -25,7 +25,14 @@ from retinanet.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
-from retinanet.cli import add_device_argument, check_counts, resolve_device, run_cli
+from retinanet.cli import (
+    add_device_argument,
+    add_precision_arguments,
+    check_counts,
+    resolve_device,
+    resolve_precision_arguments,
+    run_cli,
+)
 from retinanet.data import (
     AspectRatioBatchSampler,
     CocoDataset,
@@ -34,7 +41,7 @@ from retinanet.data import (
     make_loader,
 )
 from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distributed, process_device, shutdown
-from retinanet.engine import BatchLoadError, autocast_dtype, train_one_epoch
+from retinanet.engine import BatchLoadError, train_one_epoch
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_open, remove_stale_temporaries
 from retinanet.model import RESNET_DEPTHS, build_retinanet
@@ -53,6 +60,9 @@ from retinanet.training import (
     seed_everything,
 )
 from retinanet.validation import format_validation, validate
+
+# Training's default --precision; decided by the learning benchmark (benchmarks/bench_learning.py).
+TRAIN_PRECISION = "fp32"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -103,8 +113,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--warmup_factor", type=float, default=0.001, help="LR factor at the first step")
     optim.add_argument("--clip_grad_norm", type=float, default=0.1,
                        help="clip the gradient norm to this (original: 0.1; 0 turns clipping off)")
-    optim.add_argument("--amp", action="store_true", help="mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)")
-    optim.add_argument("--amp_dtype", choices=["fp16", "bf16"], default="fp16", help="CUDA autocast type")
+    add_precision_arguments(optim, default=TRAIN_PRECISION)
     optim.add_argument("--max_nonfinite_steps", type=int, default=5,
                        help="stop after this many non-finite losses in a row (default 5)")
 
@@ -221,15 +230,16 @@ def train(args: argparse.Namespace, context) -> dict:
                             feature_size=args.feature_size, freeze_bn=freeze_bn)
     if args.model_path and not resume:
         load_weights(model, args.model_path, class_names, allow_class_change=True, log=log)
-    model.to(device).to(memory_format=torch.channels_last)
+    model.to(device)
 
     optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
     warmup_iterations = capped_warmup(args.warmup_iters, iterations_per_epoch)
     schedule = LRSchedule(args.epochs * iterations_per_epoch, warmup_iterations, args.warmup_factor,
                           args.lr_schedule, [e * iterations_per_epoch for e in args.lr_steps], args.lr_gamma,
                           args.lr_patience)
-    amp_dtype = autocast_dtype(device, args.amp_dtype) if args.amp else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    precision = resolve_precision_arguments(args, device, default=TRAIN_PRECISION)
+    log(precision.describe() + (", with a gradient scaler" if precision.dtype == torch.float16 else ""))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16)
 
     epoch, batches_done, iteration, best_map, history = args.start_epoch, 0, 0, -1.0, []
     # Loss sums of the epoch's steps so far: an epoch resumed in its middle still reports (and the
@@ -313,7 +323,7 @@ def train(args: argparse.Namespace, context) -> dict:
             start = time.perf_counter()
             try:
                 summary = train_one_epoch(model, loader, optimizer, scheduler, scaler, device, context,
-                                          amp_dtype=amp_dtype, clip_grad_norm=args.clip_grad_norm,
+                                          precision=precision, clip_grad_norm=args.clip_grad_norm,
                                           max_nonfinite_steps=args.max_nonfinite_steps, on_step=on_step,
                                           description=f"epoch {epoch + 1}/{args.epochs}", epoch_sums=epoch_sums)
             except BatchLoadError as error:
@@ -342,7 +352,7 @@ def train(args: argparse.Namespace, context) -> dict:
             if val_set is not None and (epoch % args.val_every == 0 or epoch == args.epochs):
                 # Every process infers its share; the first scores them (the others get None).
                 result = validate(unwrap_model(model), val_set, device, args.val_batch_size, args.workers,
-                                  amp=args.amp, description=f"validate epoch {epoch}", context=context)
+                                  precision=precision, description=f"validate epoch {epoch}", context=context)
                 if result is not None:
                     record["map"] = result["map"]
                     record["ap"] = {name: c["ap"] for name, c in result["per_class"].items()}

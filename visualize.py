@@ -14,7 +14,6 @@ scoring at least --score_threshold on the right (``class score`` captions). Head
 import argparse
 import os
 
-import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
@@ -25,6 +24,7 @@ from retinanet.cli import (
     check_counts,
     check_inference_arguments,
     resolve_device,
+    resolve_precision_arguments,
     run_cli,
 )
 from retinanet.data import CocoDataset, CSVDataset, Transform, make_loader, read_class_list, read_image
@@ -94,11 +94,13 @@ def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     model, class_names = load_model(args.model_path, class_names=dataset.class_names, depth=args.depth,
                                     score_threshold=args.score_threshold)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device)
+    precision = resolve_precision_arguments(args, device)
+    print(precision.describe())
 
     count = min(args.num_images, len(dataset))
     loader = make_loader(Subset(dataset, range(count)), batch_size=args.batch_size, workers=args.workers)
-    result = run_inference(model, loader, device, num_images=count, description="visualize")
+    result = run_inference(model, loader, device, num_images=count, precision=precision, description="visualize")
 
     show = args.show and display_available()
     if args.show and not show:

@@ -45,7 +45,6 @@ cosine schedule, 0.957 / 0.991 at a constant LR, and the recommended recipe 0.90
 import argparse
 import csv
 import functools
-import importlib
 import os
 import platform
 import random
@@ -63,6 +62,7 @@ from torchvision.transforms import Compose
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.peers import ORIGINAL_PATH_ENV, import_original  # noqa: E402
 from retinanet.cli import run_cli  # noqa: E402
 from retinanet.data import CSVDataset, Transform  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
@@ -71,7 +71,6 @@ from retinanet.hub import load_model  # noqa: E402
 from retinanet.io_utils import write_json  # noqa: E402
 from retinanet.validation import dataset_ground_truths, predict_dataset  # noqa: E402
 
-ORIGINAL_PATH_ENV = "PYTORCH_RETINANET_PATH"
 RECIPES = ("original", "ours", "recommended")
 SCORE_THRESHOLD = 0.05
 MAX_DETECTIONS = 300  # our model's cap; the original's detections are cut to the same number
@@ -168,35 +167,6 @@ class CpuClock:
     def _cpu_seconds() -> float:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def import_original(path: str):
-    """The original project's ``retinanet.model`` and ``retinanet.dataloader`` modules, from its checkout.
-
-    Both projects name their package ``retinanet``: ours leaves ``sys.modules`` while theirs is
-    imported, theirs is then kept under ``original_retinanet.*`` and ours put back. Their modules
-    hold references to what they imported, so both stay usable side by side.
-    """
-    checkout = Path(path)
-    if not (checkout / "retinanet" / "model.py").is_file():
-        raise UserError(f"{path}: not a pytorch-retinanet checkout (no retinanet/model.py)")
-
-    def ours_or_theirs(name: str) -> bool:
-        return name == "retinanet" or name.startswith("retinanet.")
-
-    ours = {name: module for name, module in sys.modules.items() if ours_or_theirs(name)}
-    for name in ours:
-        del sys.modules[name]
-    sys.path.insert(0, str(checkout))
-    try:
-        model = importlib.import_module("retinanet.model")
-        dataloader = importlib.import_module("retinanet.dataloader")
-    finally:
-        sys.path.remove(str(checkout))
-        theirs = {name: sys.modules.pop(name) for name in list(sys.modules) if ours_or_theirs(name)}
-        sys.modules.update({f"original_{name}": module for name, module in theirs.items()})
-        sys.modules.update(ours)
-    return model, dataloader
 
 
 def seed_numpy_in_worker(worker_id: int) -> None:

@@ -5,6 +5,9 @@ ratio-major: for each ratio r in (0.5, 1, 2), for each scale s in (2^0, 2^1/3, 2
 width w = sqrt((base * s)^2 / r), height h = w * r. The feature map of level l is
 ceil(H / 2^l) x ceil(W / 2^l) and its anchor centres are ((x + 0.5) * stride, (y + 0.5) * stride).
 Flattened order: level, then row y, column x, then anchor — the order of the heads' outputs.
+
+torchvision's ``AnchorGenerator`` is not used: it centres anchors at ``x * stride`` and rounds
+its cell anchors, so the published checkpoint's boxes would all move.
 """
 import math
 from typing import Dict, List, Sequence, Tuple
@@ -72,8 +75,10 @@ class AnchorGenerator:
         key = (*((int(h), int(w)) for h, w in feature_sizes), str(device))
         entry = self._cache.get(key)
         if entry is None:
-            levels = [self._grid(level, h, w, device) for level, (h, w) in enumerate(feature_sizes)]
-            anchors = torch.cat(levels)
+            # Ordinary tensors even when first asked for under inference_mode, so that training can use them.
+            with torch.inference_mode(False):
+                levels = [self._grid(level, h, w, device) for level, (h, w) in enumerate(feature_sizes)]
+                anchors = torch.cat(levels)
             entry = (anchors, list(anchors.split([len(level) for level in levels])))
             self._cache[key] = entry
         return entry

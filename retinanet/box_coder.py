@@ -1,4 +1,9 @@
-"""Encoding of boxes as deltas from anchors, and back."""
+"""Encoding of boxes as deltas from anchors, and back.
+
+The formula is torchvision's ``BoxCoder`` with weights (10, 10, 5, 5) = 1 / std; that class is
+private API (``torchvision.models.detection._utils``) and lacks the original project's 1 px floor
+on ground-truth sides, which keeps log() finite for degenerate boxes, so it is written here.
+"""
 import math
 from typing import Sequence
 

@@ -57,8 +57,35 @@ def add_class_list_argument(
     parser.add_argument("--classes", "--csv_classes", dest="classes", default=None, help=description)
 
 
+def add_precision_arguments(parser, default: str = "auto") -> None:
+    """``--precision`` and its alias ``--amp``, the same in every script that runs the model."""
+    from retinanet.precision import PRECISIONS
+
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="what the network computes in: autocast to bf16 or fp16 (losses, box decoding and "
+                             "NMS stay fp32), fp32, or auto: bf16 where the hardware computes it (CPUs with "
+                             "AVX512_BF16 or AMX, CUDA devices with bf16), fp32 elsewhere; a type the device has "
+                             f"no fast path for runs fp32, saying so (default: {default})")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: the same as --precision fp16 on CUDA, --precision bf16 on the CPU")
+
+
+def resolve_precision_arguments(args, device, default: str = "auto"):
+    """``--precision`` / ``--amp`` -> ``retinanet.precision.Precision`` for ``device``; both given and
+    disagreeing is a UserError."""
+    from retinanet.precision import resolve_precision
+
+    requested = args.precision
+    if args.amp:
+        meant = "fp16" if device.type == "cuda" else "bf16"
+        if requested is not None and requested != meant:
+            raise UserError(f"--amp means --precision {meant} on {device.type}; it contradicts --precision {requested}")
+        requested = meant
+    return resolve_precision(requested or default, device)
+
+
 def add_inference_arguments(parser, batch_help: str = "images per inference batch") -> None:
-    """Flags every script that runs the model shares: batching, loader processes, resize, device."""
+    """Flags every script that runs the model shares: batching, loader processes, resize, device, precision."""
     parser.add_argument("--batch_size", type=int, default=4, help=f"{batch_help} (default: %(default)s)")
     parser.add_argument("--workers", "--num_workers", dest="workers", type=int, default=2,
                         help="image decoding processes (default: %(default)s)")
@@ -67,6 +94,7 @@ def add_inference_arguments(parser, batch_help: str = "images per inference batc
     parser.add_argument("--max_side", type=int, default=1024,
                         help="cap on the long image side after resizing (default: %(default)s)")
     add_device_argument(parser)
+    add_precision_arguments(parser)
 
 
 def check_counts(args, positive: Sequence[str] = (), non_negative: Sequence[str] = ()) -> None:

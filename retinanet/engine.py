@@ -10,18 +10,7 @@ from tqdm import tqdm
 
 from retinanet.distributed import DistributedContext, all_reduce_mean, all_true
 from retinanet.errors import UserError, user_message
-
-
-def autocast_dtype(device: torch.device, name: Optional[str] = None) -> torch.dtype:
-    """bf16 on CPU (the only autocast type it speeds up); fp16 on CUDA unless bf16 is asked for."""
-    if device.type != "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if name == "bf16" else torch.float16
-
-
-def autocast_context(device: torch.device, enabled: bool, dtype: Optional[torch.dtype] = None):
-    """torch.autocast for ``device``, a no-op when disabled."""
-    return torch.autocast(device_type=device.type, dtype=dtype or autocast_dtype(device), enabled=enabled)
+from retinanet.precision import FP32, Precision
 
 
 class NonFiniteLossError(UserError):
@@ -55,7 +44,7 @@ def train_one_epoch(
     scaler: "torch.amp.GradScaler",
     device: torch.device,
     context: DistributedContext,
-    amp_dtype: Optional[torch.dtype] = None,
+    precision: Precision = FP32,
     clip_grad_norm: float = 0.0,
     max_nonfinite_steps: int = 5,
     on_step: Optional[Callable[[dict], bool]] = None,
@@ -75,7 +64,6 @@ def train_one_epoch(
     each step with its losses and returns True to stop the epoch early (Ctrl-C / SIGTERM).
     """
     model.train()
-    amp = amp_dtype is not None
     totals = epoch_sums if epoch_sums is not None else {}
     for key in ("classification", "regression", "steps"):
         totals.setdefault(key, 0)
@@ -92,9 +80,9 @@ def train_one_epoch(
         if batch is None:
             break
         images, targets, metas = batch
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True)
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        with autocast_context(device, amp, amp_dtype):
+        with precision.autocast(device):
             losses = model(images, targets)
         loss = losses["classification"] + losses["regression"]
         terms = torch.stack([losses["classification"].detach(), losses["regression"].detach()])
@@ -148,13 +136,13 @@ def train_one_epoch(
     return result
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def run_inference(
     model: torch.nn.Module,
     loader: Iterable,
     device: torch.device,
     num_images: Optional[int] = None,
-    amp: bool = False,
+    precision: Precision = FP32,
     description: str = "inference",
     progress: bool = True,
 ) -> Dict[str, object]:
@@ -169,9 +157,9 @@ def run_inference(
     detections: List[Optional[dict]] = [None] * num_images if num_images is not None else []
     count, start = 0, time.perf_counter()
     for images, _, metas in tqdm(loader, desc=description, unit="batch", disable=not progress, dynamic_ncols=True):
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True)
         # Clip to each image's own (unpadded) extent, then return to its original pixel grid.
-        with autocast_context(device, amp):
+        with precision.autocast(device):
             outputs = model(images, image_sizes=[m["image_size"] for m in metas],
                             image_scales=[m["scale"] for m in metas])
         for meta, output in zip(metas, outputs):

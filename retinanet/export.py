@@ -271,11 +271,14 @@ def torchscript_runner(path: str) -> Runner:
 def reference_detections(
     model: nn.Module, images: torch.Tensor, score_threshold: float
 ) -> List[Dict[str, np.ndarray]]:
-    """The PyTorch model's own detections (clipped to the padded size) at ``score_threshold``, as numpy."""
+    """The PyTorch model's own detections (clipped to the padded size) at ``score_threshold``, as numpy.
+
+    images: (B, 3, H, W) on any device; they run on the model's.
+    """
     saved = model.score_threshold
     model.score_threshold = score_threshold
     try:
-        outputs = model(images)
+        outputs = model(images.to(next(model.parameters()).device))
     finally:
         model.score_threshold = saved
     return [{key: value.cpu().numpy() for key, value in output.items()} for output in outputs]

@@ -1,4 +1,8 @@
-"""Assignment of anchors to ground-truth boxes."""
+"""Assignment of anchors to ground-truth boxes.
+
+torchvision's ``Matcher`` (private ``_utils``) gives the same three outcomes; the ignore-region
+rules of ``ignored_classes`` are what it lacks, so both live here in one module.
+"""
 import torch
 
 BACKGROUND = -1

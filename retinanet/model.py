@@ -20,13 +20,13 @@ from retinanet.errors import UserError
 from retinanet.frozen_batchnorm import FrozenBatchNorm2d, fold_frozen_batchnorms
 from retinanet.losses import retinanet_loss
 from retinanet.postprocess import CANDIDATES_PER_DETECTION, flat_detections, split_by_image
+from retinanet.state_dicts import RESNET_STAGES
 
+_BLOCKS = {"basic": tv_resnet.BasicBlock, "bottleneck": tv_resnet.Bottleneck}
+# depth -> (block class, blocks per stage, torchvision's ImageNet weights enum)
 RESNET_DEPTHS = {
-    18: (tv_resnet.BasicBlock, [2, 2, 2, 2], tv_resnet.ResNet18_Weights),
-    34: (tv_resnet.BasicBlock, [3, 4, 6, 3], tv_resnet.ResNet34_Weights),
-    50: (tv_resnet.Bottleneck, [3, 4, 6, 3], tv_resnet.ResNet50_Weights),
-    101: (tv_resnet.Bottleneck, [3, 4, 23, 3], tv_resnet.ResNet101_Weights),
-    152: (tv_resnet.Bottleneck, [3, 8, 36, 3], tv_resnet.ResNet152_Weights),
+    depth: (_BLOCKS[block], list(stages), getattr(tv_resnet, f"ResNet{depth}_Weights"))
+    for depth, (block, stages) in RESNET_STAGES.items()
 }
 
 
@@ -158,6 +158,9 @@ class RetinaNet(nn.Module):
         # Every anchor starts as background with probability 1 - prior, so the first focal losses
         # are not swamped by ~100k easy negatives.
         nn.init.constant_(self.classificationModel.output.bias, -math.log((1 - prior_probability) / prior_probability))
+        # Channels-last is the fast layout of oneDNN's and cuDNN's convolutions (about 1.3x here on the
+        # CPU); checkpoints still hold contiguous tensors (retinanet.checkpoint) and load into it as they are.
+        self.to(memory_format=torch.channels_last)
 
     def model_args(self) -> Dict[str, object]:
         """Constructor arguments that rebuild this architecture (stored in checkpoints)."""
@@ -165,6 +168,7 @@ class RetinaNet(nn.Module):
 
     def features(self, images: torch.Tensor) -> List[torch.Tensor]:
         """images (B, 3, H, W), H and W multiples of 32 -> pyramid features P3..P7, each (B, C, H_l, W_l)."""
+        images = images.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         c2 = self.layer1(x)
         c3 = self.layer2(c2)
@@ -220,6 +224,7 @@ class RetinaNet(nn.Module):
             candidates_per_detection=candidates_per_detection,
         )
 
+    @torch.inference_mode()
     def detections(
         self,
         images: torch.Tensor,

@@ -13,13 +13,15 @@ from retinanet.coco_names import COCO_CLASS_NAMES, canonical_class_name
 from retinanet.errors import UserError
 
 CLASS_HEAD_KEYS = ("classificationModel.output.weight", "classificationModel.output.bias")
-BLOCKS_TO_DEPTH = {
-    ("basic", (2, 2, 2, 2)): 18,
-    ("basic", (3, 4, 6, 3)): 34,
-    ("bottleneck", (3, 4, 6, 3)): 50,
-    ("bottleneck", (3, 4, 23, 3)): 101,
-    ("bottleneck", (3, 8, 36, 3)): 152,
+# ResNet depth -> (block type, blocks per stage): what the model builds and what a state dict shows.
+RESNET_STAGES = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
 }
+BLOCKS_TO_DEPTH = {stages: depth for depth, stages in RESNET_STAGES.items()}
 
 
 def infer_model_args(state_dict: Dict[str, torch.Tensor], path: str) -> Dict[str, int]:

@@ -16,6 +16,7 @@ from retinanet.distributed import DistributedContext
 from retinanet.engine import run_inference
 from retinanet.evaluation import evaluate_voc, format_summary, voc_at_score_threshold
 from retinanet.hub import inference_copy
+from retinanet.precision import FP32, Precision
 
 # The model keeps detections scoring above this, at most EVAL_MAX_DETECTIONS per image: the
 # CrowdHuman protocol scores detections down to 0.01, and its most crowded images hold a few
@@ -42,7 +43,7 @@ def make_eval_loader(
 
 
 def predict_dataset(
-    model, dataset, device: torch.device, batch_size: int = 4, workers: int = 2, amp: bool = False,
+    model, dataset, device: torch.device, batch_size: int = 4, workers: int = 2, precision: Precision = FP32,
     description: str = "inference", context: Optional[DistributedContext] = None,
 ) -> Tuple[Optional[List[dict]], float]:
     """(detections per dataset index in original coordinates, images per second).
@@ -53,7 +54,7 @@ def predict_dataset(
     context = context or DistributedContext()
     start = time.perf_counter()
     loader = make_eval_loader(dataset, batch_size, workers, context)
-    result = run_inference(model, loader, device, num_images=len(dataset), amp=amp, description=description,
+    result = run_inference(model, loader, device, num_images=len(dataset), precision=precision, description=description,
                            progress=context.is_main)
     detections = result["detections"]
     if not context.enabled:
@@ -96,7 +97,7 @@ def score_detections(detections: Sequence[dict], dataset, iou_threshold: float =
 
 
 def validate(
-    model, dataset, device: torch.device, batch_size: int = 4, workers: int = 2, amp: bool = False,
+    model, dataset, device: torch.device, batch_size: int = 4, workers: int = 2, precision: Precision = FP32,
     description: str = "validate", context: Optional[DistributedContext] = None,
 ) -> Optional[dict]:
     """``score_detections`` of ``model`` (a RetinaNet, not a DDP wrapper) on ``dataset``, run at the
@@ -106,7 +107,7 @@ def validate(
     whole dataset and returns the result, the others return None.
     """
     copy = evaluation_model(model).to(device)
-    detections, _ = predict_dataset(copy, dataset, device, batch_size, workers, amp, description, context)
+    detections, _ = predict_dataset(copy, dataset, device, batch_size, workers, precision, description, context)
     if detections is None:
         return None
     return score_detections(detections, dataset)

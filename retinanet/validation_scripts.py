@@ -72,7 +72,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (or --detections)")
     cli.add_model_arguments(group, required=False)  # --model_path/--model and --depth, as every script
     add_inference_arguments(group)
-    group.add_argument("--amp", action="store_true", help="mixed-precision inference (CUDA: fp16, CPU: bf16)")
     group.add_argument("--detections",
                        help="evaluate saved detections instead of running a model: our detections.jsonl or "
                             "CrowdHuman's official result format (JSON lines with ID and dtboxes)")
@@ -90,8 +89,10 @@ def check_common_args(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} {path}: file not found")
     if args.untagged_class is not None and not args.detections:
         raise UserError("--untagged_class only applies to --detections files")
-    if args.detections and (args.depth is not None or args.max_detections is not None or args.amp):
-        raise UserError("--depth, --max_detections and --amp only apply when a model runs (--model_path)")
+    if args.detections and (args.depth is not None or args.max_detections is not None or args.amp
+                            or args.precision is not None):
+        raise UserError("--depth, --max_detections, --precision and --amp only apply when a model runs "
+                        "(--model_path)")
     check_inference_arguments(args)
     check_counts(args, positive=("max_detections",))
     if not 0.0 < args.iou_threshold <= 1.0:
@@ -129,19 +130,21 @@ def crowdhuman_classes(class_names: Sequence[str], ground_truths: Sequence[dict]
 def predict_for_validation(model, dataset, device, args: argparse.Namespace, score_threshold: float,
                            max_detections: int) -> "tuple[list, dict]":
     """Run ``model`` (loaded with ``score_threshold`` and ``max_detections``) over ``dataset`` on ``device``
-    with the scripts' --batch_size, --workers and --amp; prints one line of speed and settings.
+    with the scripts' --batch_size, --workers and --precision; prints one line of speed and settings.
 
     Returns (detections per dataset index, the settings metrics.json records for the run).
     """
     model.to(device)
+    precision = cli.resolve_precision_arguments(args, device)
     detections, images_per_second = predict_dataset(
-        model, dataset, device, args.batch_size, args.workers, args.amp, description="validate"
+        model, dataset, device, args.batch_size, args.workers, precision, description="validate"
     )
-    print(f"ResNet-{model.depth} on {device}: {len(dataset)} images at {images_per_second:.1f} images/s, "
-          f"score > {score_threshold:g}, at most {max_detections} detections per image")
+    print(f"ResNet-{model.depth} on {device}, {precision.describe()}: {len(dataset)} images at "
+          f"{images_per_second:.1f} images/s, score > {score_threshold:g}, at most {max_detections} detections "
+          "per image")
     settings = dict(depth=model.depth, min_side=args.min_side, max_side=args.max_side,
                     model_score_threshold=score_threshold, max_detections=max_detections,
-                    nms_iou_threshold=model.nms_iou_threshold, device=str(device), amp=args.amp,
+                    nms_iou_threshold=model.nms_iou_threshold, device=str(device), precision=precision.name,
                     images_per_second=images_per_second)
     return detections, settings
 

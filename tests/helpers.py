@@ -1,4 +1,5 @@
 """Small data and models the tests build for themselves (nothing is downloaded or committed)."""
+import contextlib
 import os
 
 import cv2
@@ -81,6 +82,17 @@ def save_model_checkpoint(path, model: RetinaNet, class_names):
                 "model_args": model.model_args()}, path)
 
 
+@contextlib.contextmanager
+def logical_order(model: torch.nn.Module):
+    """In-place random fills inside (``normal_``, ``reset_parameters``) draw the values they would in a
+    contiguous model: they walk memory, and the model's conv weights are channels-last."""
+    model.to(memory_format=torch.contiguous_format)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.channels_last)
+
+
 def spread_model(**kwargs) -> RetinaNet:
     """A random ResNet-18 RetinaNet whose scores spread over (0.1, 0.7) and whose boxes vary.
 
@@ -98,7 +110,7 @@ def randomise_heads(model: RetinaNet, class_bias: float) -> None:
     classification convs, N(0, 0.01) hidden box convs and N(0, 0.5) box outputs, so that scores vary
     without saturating and boxes vary without flying off the image. Also used by benchmarks/bench_memory.py."""
     head = model.classificationModel
-    with torch.no_grad():
+    with torch.no_grad(), logical_order(model):
         for conv in model.fpn.modules():
             if isinstance(conv, torch.nn.Conv2d):
                 conv.reset_parameters()

@@ -8,6 +8,7 @@ from retinanet.hub import load_model
 from retinanet.model import RetinaNet
 from retinanet.state_dicts import class_index_map, load_weights
 from retinanet.training import build_optimizer
+from tests.helpers import logical_order
 
 A = 9  # anchors per location
 
@@ -26,7 +27,7 @@ def assert_same_weights(a, b):
 @pytest.fixture
 def coco_model_file(tmp_path):
     model = tiny(80)
-    with torch.no_grad():
+    with torch.no_grad(), logical_order(model):
         model.classificationModel.output.weight.normal_()
         model.classificationModel.output.bias.normal_()
     path = tmp_path / "bare.pt"

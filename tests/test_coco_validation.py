@@ -12,6 +12,7 @@ import torch
 import coco_validation
 from retinanet.evaluation import COCO_METRIC_NAMES, evaluate_coco
 from retinanet.model import RetinaNet
+from retinanet.precision import resolve_precision
 from tests.helpers import TINY_IMAGES, save_model_checkpoint, write_tiny_csv_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,12 +62,13 @@ def test_model_run_reports_the_twelve_numbers(coco_root, tmp_path):
     save_model_checkpoint(str(checkpoint), model, ["b", "a"])
     output = tmp_path / "out"
     metrics = run("--coco_path", coco_root, "--model_path", checkpoint, "--output_dir", output,
-                  "--workers", "0", "--device", "cpu", "--min_side", "96", "--max_side", "128")
+                  "--workers", "0", "--device", "cpu", "--min_side", "96", "--max_side", "128", "--precision", "bf16")
     assert list(metrics["coco"]) == list(COCO_METRIC_NAMES)
     assert all(isinstance(value, float) for value in metrics["coco"].values())
     assert set(metrics["per_class"]) == {"a", "b"} and isinstance(metrics["map"], float)
     settings = metrics["settings"]
     assert settings["max_detections"] == 100 and settings["model_score_threshold"] == 0.05
+    assert settings["precision"] == resolve_precision("bf16", torch.device("cpu")).name  # fp32 without fast bf16
     assert json.loads((output / "metrics.json").read_text())["coco"] == metrics["coco"]
 
     records = [json.loads(line) for line in (output / "detections.jsonl").read_text().splitlines()]

@@ -350,7 +350,7 @@ def test_bad_detections_line_names_file_and_line(data, tmp_path):
     (["--detections", __file__], "either --csv_val .* or --odgt"),
     (["--odgt", "a.odgt", "--detections", __file__], "--odgt needs --crowdhuman_box"),
     (["--odgt", "a.odgt", "--crowdhuman_box", "full", "--model_path", __file__], "--odgt with --model_path needs"),
-    (["--csv_val", "x.csv", "--detections", __file__, "--depth", "50"], "--depth, --max_detections and"),
+    (["--csv_val", "x.csv", "--detections", __file__, "--depth", "50"], "--depth, --max_detections, --precision and"),
     (["--csv_val", "x.csv", "--detections", __file__, "--iou_threshold", "0"], "--iou_threshold must be in"),
 ])
 def test_bad_flag_combinations(argv, message):

@@ -92,7 +92,7 @@ def test_folder_skips_and_counts_the_corrupt_file(checkpoint, folder, tmp_path):
 
 def test_records_hold_the_model_detections_in_original_pixels(checkpoint, folder, tmp_path):
     """c.jpg (80x72) is resized by 64/72: its recorded boxes are the model's, divided by that scale."""
-    run_detect(checkpoint, folder / "c.jpg", tmp_path / "out")
+    run_detect(checkpoint, folder / "c.jpg", tmp_path / "out", "--precision", "fp32")  # as the model below
     records = read_records(tmp_path / "out")
     model, _ = load_model(checkpoint, score_threshold=0.3)
     image = read_image(folder / "c.jpg")

@@ -22,7 +22,7 @@ LAYERS = {
                  {"foundation", "checkpoints"}),
     "data": ({"data", "data.*"}, {"foundation"}),
     "evaluation": ({"evaluation", "evaluation.*"}, {"foundation", "data"}),
-    "engine": ({"hub", "export", "distributed", "training", "engine", "validation"},
+    "engine": ({"hub", "export", "precision", "distributed", "training", "engine", "validation"},
                {"foundation", "checkpoints", "modeling", "data", "evaluation"}),
     "interface": ({"cli", "validation_scripts", "plots", "visualization"},
                   {"foundation", "checkpoints", "modeling", "data", "evaluation", "engine"}),

@@ -7,6 +7,7 @@ from torchvision.ops import sigmoid_focal_loss
 from retinanet.box_coder import BoxCoder
 from retinanet.losses import build_targets, focal_loss_per_image, retinanet_loss
 from retinanet.model import RetinaNet
+from tests.helpers import logical_order
 
 ANCHORS = torch.tensor(
     [
@@ -143,7 +144,7 @@ def test_retinanet_loss_matches_reference_and_handles_empty_images():
 
 def test_no_boxes_gives_zero_box_loss_finite_class_loss_and_gradients():
     model = RetinaNet(num_classes=2, depth=18, feature_size=32, freeze_bn=False)
-    with torch.no_grad():  # zero-initialised outputs pass no gradient back to the layers below them
+    with torch.no_grad(), logical_order(model):  # zero-initialised outputs pass no gradient back to the layers below
         model.classificationModel.output.weight.normal_(0, 0.01)
         model.regressionModel.output.weight.normal_(0, 0.01)
     images = torch.randn(2, 3, 64, 96)

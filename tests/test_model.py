@@ -5,6 +5,7 @@ import torch
 from torchvision.ops import nms
 
 from retinanet.model import RetinaNet, build_retinanet, resnet18, resnet50
+from tests.helpers import logical_order
 
 # Every key, shape and dtype of the published pytorch-retinanet model for 80 COCO classes.
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
@@ -46,7 +47,7 @@ def test_unknown_depth_is_a_clear_error():
 
 def small_model(**kwargs):
     model = RetinaNet(num_classes=3, depth=18, feature_size=32, **kwargs).eval()
-    with torch.no_grad():
+    with torch.no_grad(), logical_order(model):
         # Scores around 0.1 so that post-processing has real work to do: small hidden head weights
         # keep the logits near the bias.
         for head in (model.classificationModel, model.regressionModel):
