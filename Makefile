@@ -13,6 +13,7 @@ demo: install
 	$(PYTHON) tools/demo.py --output_dir $(DEMO_DIR)
 
 bench:
+	$(PYTHON) benchmarks/bench_peers.py
 	$(PYTHON) benchmarks/bench_model.py
 	$(PYTHON) benchmarks/bench_data.py
 	$(PYTHON) benchmarks/bench_eval.py

@@ -5,9 +5,10 @@ Usage:
     python benchmarks/bench_peers.py --original_path /path/to/pytorch-retinanet --repeats 5
     python benchmarks/bench_peers.py --quick          # ResNet-18, 256 px, 1 repeat: a smoke test
 
-Configurations, all ResNet-50 FPN RetinaNets with random weights and 80 classes, every class score
-about 0.1 (classification bias -2.2 with tiny random output weights, as a half-trained model gives:
-top-k and NMS have real work to do):
+Configurations, all ResNet-50 FPN RetinaNets with random weights and ``--num_classes`` classes (2:
+person and head, what this toolkit is for; 80 for COCO), every class score about 0.1
+(classification bias -2.2 with tiny random output weights, as a half-trained model gives: top-k and
+NMS have real work to do):
 
 - pytorch-retinanet: the original project's ``model.resnet50`` from its checkout (skipped, with a
   message, when no checkout is given); inference on one image at a time, as its code allows;
@@ -45,7 +46,6 @@ from retinanet.io_utils import write_json  # noqa: E402
 from retinanet.model import build_retinanet  # noqa: E402
 from retinanet.precision import FP32, resolve_precision  # noqa: E402
 
-NUM_CLASSES = 80
 SCORE_LOGIT = -2.2  # sigmoid(-2.2) = 0.0998
 BOXES_PER_IMAGE = 20
 TRAIN_BATCH = 2
@@ -63,6 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--original_path", default=os.environ.get(ORIGINAL_PATH_ENV),
                         help=f"pytorch-retinanet checkout (default: ${ORIGINAL_PATH_ENV}); skipped without one")
+    parser.add_argument("--num_classes", type=int, default=2,
+                        help="classes: 2 as CrowdHuman's person and head, 80 as COCO (default 2)")
     parser.add_argument("--depth", type=int, default=50, choices=[18, 50], help="ResNet depth (default 50)")
     parser.add_argument("--size", type=int, default=512, help="square input side, a multiple of 32 (default 512)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default 3)")
@@ -82,20 +84,21 @@ def scores_near_a_tenth(output_conv: torch.nn.Conv2d) -> None:
         output_conv.bias.fill_(SCORE_LOGIT)
 
 
-def random_targets(batch: int, size: int, generator: torch.Generator) -> List[Dict[str, torch.Tensor]]:
+def random_targets(batch: int, size: int, num_classes: int,
+                   generator: torch.Generator) -> List[Dict[str, torch.Tensor]]:
     """Per image BOXES_PER_IMAGE boxes 3-31% of the image wide, random classes."""
     targets = []
     for _ in range(batch):
         wh = (torch.rand(BOXES_PER_IMAGE, 2, generator=generator) * 0.28 + 0.03) * size
         xy = torch.rand(BOXES_PER_IMAGE, 2, generator=generator) * (size - wh)
         targets.append({"boxes": torch.cat([xy, xy + wh], dim=1),
-                        "labels": torch.randint(0, NUM_CLASSES, (BOXES_PER_IMAGE,), generator=generator)})
+                        "labels": torch.randint(0, num_classes, (BOXES_PER_IMAGE,), generator=generator)})
     return targets
 
 
 def ours_configs(args, images, batch, targets, precision, name) -> Dict[str, Callable[[], None]]:
     torch.manual_seed(0)
-    model = build_retinanet(NUM_CLASSES, args.depth).eval()
+    model = build_retinanet(args.num_classes, args.depth).eval()
     scores_near_a_tenth(model.classificationModel.output)
     configs = {}
 
@@ -105,7 +108,7 @@ def ours_configs(args, images, batch, targets, precision, name) -> Dict[str, Cal
 
     configs[("inference", name)] = infer
     if not args.no_training:
-        trained = build_retinanet(NUM_CLASSES, args.depth).train()
+        trained = build_retinanet(args.num_classes, args.depth).train()
         scores_near_a_tenth(trained.classificationModel.output)
         optimizer = torch.optim.SGD(trained.parameters(), lr=1e-5, momentum=0.9)
 
@@ -126,7 +129,7 @@ def torchvision_configs(args, images) -> Dict[str, Callable[[], None]]:
     if args.depth != 50:
         return {}
     torch.manual_seed(0)
-    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=NUM_CLASSES,
+    model = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=args.num_classes,
                                    min_size=args.size, max_size=args.size).eval()
     scores_near_a_tenth(model.head.classification_head.cls_logits)
     image_list = list(images)
@@ -142,7 +145,7 @@ def original_configs(args, images, batch, targets) -> Dict[str, Callable[[], Non
     original, _ = import_original(args.original_path)
     factory = getattr(original, f"resnet{args.depth}")
     torch.manual_seed(0)
-    model = factory(NUM_CLASSES, pretrained=False).eval()
+    model = factory(args.num_classes, pretrained=False).eval()
     scores_near_a_tenth(model.classificationModel.output)
     configs = {}
 
@@ -153,7 +156,7 @@ def original_configs(args, images, batch, targets) -> Dict[str, Callable[[], Non
 
     configs[("inference", "pytorch-retinanet")] = infer
     if not args.no_training:
-        trained = factory(NUM_CLASSES, pretrained=False)
+        trained = factory(args.num_classes, pretrained=False)
         scores_near_a_tenth(trained.classificationModel.output)
         trained.train()
         trained.freeze_bn()  # as its train.py does
@@ -176,10 +179,10 @@ def onnx_configs(args, images, work_dir: str) -> Dict[str, Callable[[], None]]:
     from retinanet.export import export_onnx
 
     torch.manual_seed(0)
-    model = build_retinanet(NUM_CLASSES, args.depth).eval()
+    model = build_retinanet(args.num_classes, args.depth).eval()
     scores_near_a_tenth(model.classificationModel.output)
     path = os.path.join(work_dir, "model.onnx")
-    export_onnx(model, path, [str(k) for k in range(NUM_CLASSES)], sample_size=(args.size, args.size))
+    export_onnx(model, path, [str(k) for k in range(args.num_classes)], sample_size=(args.size, args.size))
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     feed = {"images": images.numpy(), "score_threshold": torch.tensor(0.05).numpy()}
     return {("inference", "ours onnxruntime"): lambda: session.run(None, feed)}
@@ -194,10 +197,10 @@ def main(args: argparse.Namespace) -> dict:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(1, 3, args.size, args.size, generator=generator)
     batch = torch.randn(TRAIN_BATCH, 3, args.size, args.size, generator=generator)
-    targets = random_targets(TRAIN_BATCH, args.size, generator)
+    targets = random_targets(TRAIN_BATCH, args.size, args.num_classes, generator)
     bf16 = resolve_precision("bf16", cpu)
     print(f"bench_peers: {platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}; ResNet-{args.depth}, {args.size}x{args.size}, {NUM_CLASSES} classes; "
+          f"torch {torch.__version__}; ResNet-{args.depth}, {args.size}x{args.size}, {args.num_classes} classes; "
           f"ours bf16: {bf16.describe()}")
 
     configs: Dict[tuple, Callable[[], None]] = {}
