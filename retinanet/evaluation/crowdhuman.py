@@ -66,6 +66,20 @@ The conventions, as the official code has them:
   matchings share the maximum weight exactly (ties, e.g. duplicated boxes) the two may
   pick different ones; duplicated boxes have the same overlaps, so k, m and n agree.
 
+Body-head pairs (``evaluate_crowdhuman_pairs``): one detection per person carrying a body and a
+head box, scored as the official ``Image.compare_caltech_union`` matches them (eval mode 2):
+
+* ground truth (``pair_ground_truth``, mode 2 of ``Image.load_gt_boxes``): every gtbox gives a
+  body (``fbox``) and a head (``hbox``); the pair is valid when the tag is ``person`` and neither
+  ``extra.ignore`` nor ``head_attr.ignore`` is set, ignored otherwise (masks, ignored people,
+  people with an ignored head); both boxes of detections and ground truth are clipped;
+* matching (``compare_caltech_union``): as ``compare_caltech``, except that a valid person is a
+  candidate only when the body IoU and the head IoU are both above the running best, which starts
+  at 0.5 and becomes the body IoU of the person taken so far (so a later person must also beat it
+  with its head); a detection matching no valid person is dropped when its body's IoA with an
+  ignored entry's body is > 0.5;
+* AP and MR^-2 as above, over the valid pairs.
+
 Where we go beyond the official code, which fails on these inputs: an image with no ground
 truth at all, or none valid in the whole set, is allowed (recall 0, so AP 0 and MR^-2 1);
 no detection at all gives MR^-2 1 (the official code's mean of nothing is NaN); JI with no
@@ -149,6 +163,30 @@ def compare_caltech(ious: np.ndarray, in_ignored: np.ndarray) -> "tuple[np.ndarr
             matched[d] = g
             taken[g] = True
     matched = np.array(matched, dtype=np.int64)
+    return matched, (matched < 0) & in_ignored
+
+
+def compare_caltech_union(
+    body_ious: np.ndarray, head_ious: np.ndarray, in_ignored: np.ndarray
+) -> "tuple[np.ndarray, np.ndarray]":
+    """One image's greedy matching of body-head pairs (``Image.compare_caltech_union``).
+
+    body_ious, head_ious: (D, G) IoU of the detections' bodies / heads (descending score) with the
+    valid people's (in order); in_ignored: (D,) whether the body's max IoA with the ignored entries'
+    bodies is > 0.5. Returns (matched person index (D,) or -1, dropped (D,) bool).
+    """
+    passing = (body_ious > MATCH_IOU_THRESHOLD) & (head_ious > MATCH_IOU_THRESHOLD)
+    matched = np.full(len(body_ious), -1, dtype=np.int64)
+    taken = np.zeros(body_ious.shape[1], dtype=bool)
+    for d in np.flatnonzero(passing.any(axis=1)).tolist():
+        best, best_iou = -1, MATCH_IOU_THRESHOLD
+        for g in np.flatnonzero(passing[d] & ~taken).tolist():
+            # The official scan holds the head IoU too against the best body IoU so far.
+            if body_ious[d, g] > best_iou and head_ious[d, g] > best_iou:
+                best, best_iou = g, body_ious[d, g]
+        if best >= 0:
+            matched[d] = best
+            taken[best] = True
     return matched, (matched < 0) & in_ignored
 
 
@@ -328,3 +366,72 @@ def evaluate_crowdhuman(
         "fppi_curve": fppi,
         "miss_rate_curve": 1.0 - recall,
     }
+
+
+def pair_ground_truth(record: dict) -> dict:
+    """An odgt record's people as body-head pairs (mode 2 of ``Image.load_gt_boxes``).
+
+    Returns {"bodies": (N, 4) x1y1x2y2 from ``fbox``, "heads": (N, 4) from ``hbox``, "valid": (N,)
+    bool}, every gtbox in record order.
+    """
+    bodies, heads, valid = [], [], []
+    for gtbox in record["gtboxes"]:
+        bodies.append(gtbox["fbox"])
+        heads.append(gtbox["hbox"])
+        ignored = bool((gtbox.get("extra") or {}).get("ignore", 0)) or bool(
+            (gtbox.get("head_attr") or {}).get("ignore", 0))
+        valid.append(gtbox.get("tag") == "person" and not ignored)
+    return {"bodies": _xywh_to_xyxy(bodies), "heads": _xywh_to_xyxy(heads), "valid": np.array(valid, dtype=bool)}
+
+
+def _xywh_to_xyxy(boxes: list) -> np.ndarray:
+    xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+
+
+def _clip_to_image(boxes: np.ndarray, size: "tuple[int, int]") -> np.ndarray:
+    """boxes (N, 4) x1y1x2y2 of one (H, W) image -> clipped copy, the official way."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return clip_boundary(boxes, np.full(len(boxes), size[0]), np.full(len(boxes), size[1]))
+
+
+def evaluate_crowdhuman_pairs(
+    detections: Sequence[dict], people: Sequence[dict], image_sizes: Sequence["tuple[int, int]"]
+) -> dict:
+    """AP and MR^-2 of body-head pair detections (definitions in the module docstring).
+
+    detections: per image {"bodies": (D, 4) x1y1x2y2, "heads": (D, 4), "scores": (D,)}; people: per
+    image ``pair_ground_truth``'s {"bodies", "heads", "valid"}; image_sizes: per image (H, W).
+    Returns {"ap", "mr", "num_annotations" (valid pairs), "num_images", "num_detections" (TP + FP),
+    and the curves by descending score: "scores", "recall_curve", "precision_curve", "fppi_curve"}.
+    """
+    num_images = len(people)
+    if len(detections) != num_images or len(image_sizes) != num_images:
+        raise ValueError(f"{len(detections)} detection records and {len(image_sizes)} image sizes for "
+                         f"{num_images} images")
+    scores, is_tp, num_valid = [], [], 0
+    for image_dets, image_people, size in zip(detections, people, image_sizes):
+        det_scores = np.asarray(image_dets["scores"], dtype=np.float64)
+        order = np.argsort(-det_scores, kind="stable")
+        det_scores = det_scores[order]
+        det_bodies = _clip_to_image(np.asarray(image_dets["bodies"]).reshape(-1, 4)[order], size)
+        det_heads = _clip_to_image(np.asarray(image_dets["heads"]).reshape(-1, 4)[order], size)
+        valid = np.asarray(image_people["valid"], dtype=bool)
+        bodies, heads = _clip_to_image(image_people["bodies"], size), _clip_to_image(image_people["heads"], size)
+        num_valid += int(valid.sum())
+        matched, dropped = compare_caltech_union(
+            box_overlap_opr(det_bodies, bodies[valid], if_iou=True),
+            box_overlap_opr(det_heads, heads[valid], if_iou=True),
+            max_ioa(det_bodies, bodies[~valid]) > IGNORE_IOA_THRESHOLD,
+        )
+        scores.append(det_scores[~dropped])
+        is_tp.append(matched[~dropped] >= 0)
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    is_tp = np.concatenate(is_tp) if is_tp else np.zeros(0, dtype=bool)
+    # Database.compare: every image's TP/FP detections, one stable sort by descending score.
+    order = np.argsort(-scores, kind="stable")
+    ap, recall, precision = eval_ap(is_tp[order], num_valid)
+    mr, fppi = eval_mr(is_tp[order], recall, num_images)
+    return {"ap": ap, "mr": mr, "num_annotations": num_valid, "num_images": num_images,
+            "num_detections": int(len(order)), "scores": scores[order], "recall_curve": recall,
+            "precision_curve": precision, "fppi_curve": fppi}
