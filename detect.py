@@ -18,6 +18,8 @@ Unreadable files in a folder or glob are reported, skipped and counted; a single
 import argparse
 import json
 import os
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
@@ -126,39 +128,90 @@ def write_annotated_images(spec: InputSpec, kept: Dict[int, Dict[str, np.ndarray
     return len(kept)
 
 
-def write_annotated_video(path: str, info: VideoInfo, kept: List[Dict[str, np.ndarray]],
-                          class_names: Sequence[str], target: str) -> int:
-    """Decode the video again and write its frames with their detections drawn; returns frames written.
+class AnnotatedVideoWriter:
+    """Draws a video's detections and encodes its frames in a thread while the model runs on the next
+    batches, so that decoding (the loader's worker), inference and encoding overlap.
 
-    The file is written under a temporary name with the same extension (OpenCV picks the container
-    from it) and renamed when complete.
+    ``put(index, detections)`` in frame order; the thread decodes the video a second time (one frame
+    at a time) to draw on. The file is written under a temporary name with the same extension (OpenCV
+    picks the container from it); ``close()`` waits for the last frame and renames it, ``abort()``
+    removes it. At most ``queue_size`` frames' detections wait for the thread.
     """
-    colours = class_colours(len(class_names))
-    extension = os.path.splitext(target)[1]
-    temporary = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.partial{extension}")
-    fps = info.fps if info.fps > 0 else 25.0
-    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    writer = cv2.VideoWriter(temporary, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]), fps,
-                             (info.width, info.height))
-    if not writer.isOpened():
-        raise UserError(f"{target}: OpenCV cannot write {extension} video "
-                        f"with codec {VIDEO_CODECS[extension]}")
-    written = 0
-    try:
-        frames = zip(read_frames(path), kept)
-        for frame, detections in tqdm(frames, total=len(kept), desc="drawing", unit="frame",
-                                      dynamic_ncols=True):
-            annotated = draw_detections(frame, detections, class_names, colours)
-            writer.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
-            written += 1
-        writer.release()
-        os.replace(temporary, target)
-    except BaseException:
-        writer.release()
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return written
+
+    def __init__(self, path: str, info: VideoInfo, class_names: Sequence[str], target: str, queue_size: int):
+        self.path, self.target, self.class_names = path, target, class_names
+        self.colours = class_colours(len(class_names))
+        extension = os.path.splitext(target)[1]
+        self.temporary = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.partial{extension}")
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+        self.writer = cv2.VideoWriter(self.temporary, cv2.VideoWriter_fourcc(*VIDEO_CODECS[extension]),
+                                      info.fps if info.fps > 0 else 25.0, (info.width, info.height))
+        if not self.writer.isOpened():
+            raise UserError(f"{target}: OpenCV cannot write {extension} video with codec {VIDEO_CODECS[extension]}")
+        self.written = 0
+        self.error: Optional[BaseException] = None
+        self.queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
+        self.thread = threading.Thread(target=self._draw_frames, name="annotated-video", daemon=True)
+        self.thread.start()
+
+    def _draw_frames(self) -> None:
+        frames = read_frames(self.path)
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None:
+                    return
+                index, detections = item
+                frame = next(frames, None)
+                while frame is not None and self.written < index:  # frames without detections are not drawn
+                    frame = next(frames, None)
+                if frame is None:
+                    raise UserError(f"{self.path}: the video ended before frame {index} on its second decoding")
+                annotated = draw_detections(frame, detections, self.class_names, self.colours)
+                del frame
+                self.writer.write(cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR))
+                self.written = index + 1
+        except BaseException as error:  # handed to the main thread by put() / close()
+            self.error = error
+            while self.queue.get() is not None:  # keep taking items, so that put() never blocks
+                pass
+        finally:
+            frames.close()
+
+    def _send(self, item) -> None:
+        while self.thread.is_alive():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def put(self, index: int, detections: Dict[str, np.ndarray]) -> None:
+        if self.error is not None:
+            raise self.error
+        self._send((index, detections))
+
+    def close(self) -> int:
+        """Wait for the last frame, then move the finished file into place; returns frames written."""
+        self._send(None)
+        self.thread.join()
+        self.writer.release()
+        if self.error is not None:
+            self._remove()
+            raise self.error
+        os.replace(self.temporary, self.target)
+        return self.written
+
+    def abort(self) -> None:
+        """Stop the thread and remove the partial file."""
+        self._send(None)
+        self.thread.join()
+        self.writer.release()
+        self._remove()
+
+    def _remove(self) -> None:
+        if os.path.exists(self.temporary):
+            os.remove(self.temporary)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -187,42 +240,51 @@ def main(args: argparse.Namespace) -> dict:
     if spec.not_images:
         print(f"{len(spec.not_images)} files without an image extension were not read "
               f"(e.g. {spec.not_images[0]}; all listed in summary.json)")
-    result = run_inference(model, batches, device, precision=precision, description="detect")
-    skipped = {error["index"] for error in batches.errors}
-    # Each image's arrays are replaced by their selection as it is made, so the detections of a long
-    # video are never held twice.
-    detections_by_index = result.pop("detections")
-    kept = {}
-    for index, detections in enumerate(detections_by_index):
-        if index not in skipped:
-            kept[index] = select_detections(detections, args.score_threshold, shown)
-        detections_by_index[index] = None
-    if not kept:
-        raise UserError(f"{args.input}: none of the {len(spec.paths)} images could be read")
+    annotator, target = None, None
+    if video is not None and not args.no_images:
+        target = output_video_path(spec.paths[0], args.output_dir)
+        annotator = AnnotatedVideoWriter(spec.paths[0], video, class_names, target, queue_size=2 * args.batch_size)
 
-    unit = "frames" if video is not None else "images"
-    records_path = os.path.join(args.output_dir, "detections.jsonl")
-    with atomic_open(records_path, "w", encoding="utf-8") as handle:
-        # Image records read each file's header again for its size: seconds over thousands of files.
-        for index, detections in tqdm(kept.items(), total=len(kept), desc="detections.jsonl", unit=unit[:-1],
-                                      dynamic_ncols=True):
-            if video is None:
-                height, width = read_image_size(spec.paths[index])
-                where = {"file": spec.paths[index], "height": height, "width": width}
-            else:
-                where = {"frame": index, "time_s": round(index / video.fps, 4) if video.fps > 0 else None}
-            handle.write(json.dumps({**where, **detection_record(detections, class_names)}) + "\n")
+    def keep(index: int, detections: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        # Only the selection is kept, so the detections of a long video are never held twice.
+        selection = select_detections(detections, args.score_threshold, shown)
+        if annotator is not None:
+            annotator.put(index, selection)
+        return selection
 
-    outputs, annotated = [records_path], 0
-    if not args.no_images:
-        if video is None:
-            annotated = write_annotated_images(spec, kept, class_names, args.output_dir)
-            outputs.append(f"{annotated} annotated images in {args.output_dir}")
-        else:
-            target = output_video_path(spec.paths[0], args.output_dir)
-            annotated = write_annotated_video(spec.paths[0], video, [kept[i] for i in sorted(kept)],
-                                              class_names, target)
+    try:
+        result = run_inference(model, batches, device, precision=precision, description="detect", on_image=keep)
+        skipped = {error["index"] for error in batches.errors}
+        kept = {index: detections for index, detections in enumerate(result.pop("detections"))
+                if index not in skipped}
+        if not kept:
+            raise UserError(f"{args.input}: none of the {len(spec.paths)} images could be read")
+
+        unit = "frames" if video is not None else "images"
+        records_path = os.path.join(args.output_dir, "detections.jsonl")
+        with atomic_open(records_path, "w", encoding="utf-8") as handle:
+            # Image records read each file's header again for its size: seconds over thousands of files.
+            for index, detections in tqdm(kept.items(), total=len(kept), desc="detections.jsonl",
+                                          unit=unit[:-1], dynamic_ncols=True):
+                if video is None:
+                    height, width = read_image_size(spec.paths[index])
+                    where = {"file": spec.paths[index], "height": height, "width": width}
+                else:
+                    where = {"frame": index, "time_s": round(index / video.fps, 4) if video.fps > 0 else None}
+                handle.write(json.dumps({**where, **detection_record(detections, class_names)}) + "\n")
+
+        outputs, annotated = [records_path], 0
+        if annotator is not None:
+            annotated = annotator.close()
+            annotator = None
             outputs.append(f"{target} ({annotated} frames)")
+    except BaseException:
+        if annotator is not None:
+            annotator.abort()
+        raise
+    if not args.no_images and video is None:
+        annotated = write_annotated_images(spec, kept, class_names, args.output_dir)
+        outputs.append(f"{annotated} annotated images in {args.output_dir}")
 
     summary = {
         "input": args.input,

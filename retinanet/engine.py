@@ -145,8 +145,13 @@ def run_inference(
     precision: Precision = FP32,
     description: str = "inference",
     progress: bool = True,
+    on_image: Optional[Callable[[int, dict], dict]] = None,
 ) -> Dict[str, object]:
     """Detections for every image a loader yields, in original image coordinates.
+
+    on_image(index, detections): called for each image as soon as its batch is done, in loader
+    order; what it returns is kept in place of the detections (a caller can keep a selection, or
+    start writing its output while the next batches run).
 
     loader yields ``(images (B, 3, H, W), targets, metas)`` as ``retinanet.data.collate_batch`` makes
     them; each meta has ``index``, ``scale``, ``orig_size`` and ``image_size``. Returns {"detections": list indexed
@@ -173,6 +178,8 @@ def run_inference(
                 "labels": output["labels"].cpu().numpy().astype(np.int64),
             }
             index = meta["index"]
+            if on_image is not None:
+                result = on_image(index, result)
             if index >= len(detections):
                 detections.extend([None] * (index + 1 - len(detections)))
             detections[index] = result

@@ -1,5 +1,6 @@
-"""detect.py streams a video: no pass holds more than a batch of decoded frames, the progress bar
-knows the number of batches, and an interrupted run leaves no partial detections.jsonl."""
+"""detect.py streams a video: no pass holds more than a batch of decoded frames, frames are drawn and
+encoded while the next batches run, the progress bar knows the number of batches, and an interrupted
+or failed run leaves no partial output."""
 import os
 import weakref
 
@@ -10,6 +11,7 @@ import pytest
 import detect
 from retinanet.data import Transform, image_sources
 from retinanet.data.image_sources import make_batches, resolve_input
+from retinanet.model import RetinaNet
 from tests.helpers import save_model_checkpoint, spread_model
 
 FRAMES = 12
@@ -109,3 +111,39 @@ def test_an_interrupted_run_leaves_no_partial_records(checkpoint, video, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         run_detect(checkpoint, video, tmp_path / "out")
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_frames_go_to_the_video_writer_as_their_batch_is_done(checkpoint, video, tmp_path, monkeypatch):
+    """Drawing and encoding overlap inference: the writer thread gets each batch's frames before the
+    model runs the next batch (not after the last one)."""
+    events = []
+    original_detections, original_put = RetinaNet.detections, detect.AnnotatedVideoWriter.put
+
+    def logged_detections(self, images, *args, **kwargs):
+        events.append(("batch", images.shape[0]))
+        return original_detections(self, images, *args, **kwargs)
+
+    def logged_put(self, index, selection):
+        events.append(("put", index))
+        return original_put(self, index, selection)
+
+    monkeypatch.setattr(RetinaNet, "detections", logged_detections)
+    monkeypatch.setattr(detect.AnnotatedVideoWriter, "put", logged_put)
+    summary = run_detect(checkpoint, video, tmp_path / "out")
+    assert summary["annotated"] == FRAMES
+    expected = []
+    for start in range(0, FRAMES, BATCH_SIZE):
+        expected += [("batch", BATCH_SIZE)] + [("put", index) for index in range(start, start + BATCH_SIZE)]
+    assert events == expected
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+
+
+def test_a_drawing_failure_stops_the_run_and_leaves_no_partial_video(checkpoint, video, tmp_path, monkeypatch):
+    def broken(frame, *args):
+        raise OSError("drawing failed")
+
+    monkeypatch.setattr(detect, "draw_detections", broken)
+    with pytest.raises(OSError, match="drawing failed"):
+        run_detect(checkpoint, video, tmp_path / "out")
+    assert not [name for name in os.listdir(tmp_path / "out") if name.endswith(".avi")]

@@ -1,6 +1,7 @@
 """The one-command demo: synthetic CrowdHuman -> class list -> CSV annotations -> train -> validate -> visualise.
 
-Every step runs the project's real scripts, as a user would. On a 2-core CPU it takes about 4 minutes (bf16; about twice that in fp32).
+Every step runs the project's real scripts, as a user would. On a 2-core CPU it takes about 4 minutes
+(bf16; about twice that in fp32).
 
 Usage:
     python tools/demo.py --output_dir demo_output
