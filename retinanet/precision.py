@@ -39,11 +39,14 @@ FP32 = Precision("fp32", None, "asked for")
 
 def cpu_has_fast(name: str) -> bool:
     """Whether this CPU computes ``name`` (bf16, fp16) in hardware: AVX512_BF16 or AMX for bf16, AMX-FP16 for fp16."""
-    cpu = torch.cpu
+    # torch's own CPU feature probes (private; a torch without one reports no support)
+    def probe(feature: str) -> bool:
+        return bool(getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)())
+
     if name == "bf16":
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+        return probe("avx512_bf16") or probe("amx_tile")
     if name == "fp16":
-        return bool(cpu._is_amx_fp16_supported())
+        return probe("amx_fp16")
     return False
 
 

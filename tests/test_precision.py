@@ -147,3 +147,12 @@ def test_every_script_that_runs_the_model_takes_precision(checkpoint, data, tmp_
     train_script.main(train_script.get_args_parser().parse_args(train_argv(
         data, tmp_path / "train", "--epochs", "1", "--batch_size", "4", "--precision", "bf16")))
     assert expected_line("bf16") in capsys.readouterr().out
+
+
+def test_cpu_probes_missing_from_torch_mean_no_fast_path(monkeypatch):
+    for feature in ("avx512_bf16", "amx_tile", "amx_fp16"):
+        monkeypatch.delattr(torch.cpu, f"_is_{feature}_supported", raising=False)
+    assert not cpu_has_fast("bf16") and not cpu_has_fast("fp16")
+    assert resolve_precision("auto", CPU).name == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert cpu_has_fast("bf16") and resolve_precision("auto", CPU).name == "bf16"
