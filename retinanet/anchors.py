@@ -68,6 +68,11 @@ class AnchorGenerator:
                     for level, feature in enumerate(features)]
         return self._cached([tuple(feature.shape[-2:]) for feature in features], device)[1]
 
+    def all_anchors(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """features: per level (B, C, H_l, W_l) -> every level's anchors concatenated (sum_l H_l W_l 9, 4),
+        cached (training, which is never traced, uses this: no concatenation per step)."""
+        return self._cached([tuple(feature.shape[-2:]) for feature in features], features[0].device)[0]
+
     def _cached(
         self, feature_sizes: Sequence[Tuple[int, int]], device: torch.device
     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:

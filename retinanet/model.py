@@ -191,7 +191,7 @@ class RetinaNet(nn.Module):
         features = self.features(images)
         level_logits, level_deltas = self.head_outputs(features)
         return retinanet_loss(torch.cat(level_logits, dim=1), torch.cat(level_deltas, dim=1),
-                              torch.cat(self.anchors(features)), targets, self.box_coder)
+                              self.anchor_generator.all_anchors(features), targets, self.box_coder)
 
     def flat_detections(
         self,

@@ -86,21 +86,19 @@ def flat_detections(
     batch_size, num_classes = level_logits[0].shape[0], level_logits[0].shape[2]
     image_sizes = image_sizes.expand(batch_size, 2)
 
-    if candidates_per_detection is None:
-        image_idx, boxes, scores, labels = _nms(
-            *candidates, None, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold)
-    else:
+    num_candidates = None if candidates_per_detection is None else candidates_per_detection * max_detections
+    if num_candidates is not None:
         num_passing = (cand_scores > score_threshold).sum(dim=1)  # (B,)
-        num_candidates = candidates_per_detection * max_detections
-        while True:
-            image_idx, boxes, scores, labels = _nms(
-                *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes,
-                nms_iou_threshold)
-            # An image short of max_detections whose candidates were cut may have lost survivors.
-            kept_per_image = torch.bincount(image_idx, minlength=batch_size)
-            if not ((kept_per_image < max_detections) & (num_passing > num_candidates)).any():
-                break
-            num_candidates *= 2
+    while True:
+        image_idx, boxes, scores, labels = _nms(
+            *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold)
+        if num_candidates is None:
+            break
+        # An image short of max_detections whose candidates were cut may have lost survivors.
+        kept_per_image = torch.bincount(image_idx, minlength=batch_size)
+        if not ((kept_per_image < max_detections) & (num_passing > num_candidates)).any():
+            break
+        num_candidates *= 2
 
     # NMS returns detections by descending score, so a detection's rank within its image is the number
     # of earlier detections of the same image.

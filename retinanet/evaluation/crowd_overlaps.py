@@ -8,7 +8,7 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-from retinanet.evaluation.matching import box_iou
+from retinanet.evaluation.matching import box_iou, xywh_to_xyxy
 
 PAIR_IOU = 0.5
 BOX_KEYS = {"full": "fbox", "visible": "vbox", "head": "hbox"}
@@ -33,8 +33,7 @@ def person_boxes(record: dict, kind: str) -> np.ndarray:
     ``person`` and not ``extra.ignore``, as the official evaluation counts them."""
     boxes = [gtbox[BOX_KEYS[kind]] for gtbox in record["gtboxes"]
              if gtbox.get("tag") == "person" and not (gtbox.get("extra") or {}).get("ignore", 0)]
-    xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    return xywh_to_xyxy(boxes)
 
 
 def crowd_statistics(records: Sequence[dict]) -> Dict[str, float]:

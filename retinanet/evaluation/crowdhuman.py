@@ -91,7 +91,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from retinanet.evaluation.matching import flatten_detections, flatten_ground_truths
+from retinanet.evaluation.matching import flatten_detections, flatten_ground_truths, xywh_to_xyxy
 
 MATCH_IOU_THRESHOLD = 0.5  # official ``thres`` of compare_caltech and ``bm_thresh`` of JI
 IGNORE_IOA_THRESHOLD = 0.5  # the same 0.5, applied to IoA with ignored boxes
@@ -381,12 +381,7 @@ def pair_ground_truth(record: dict) -> dict:
         ignored = bool((gtbox.get("extra") or {}).get("ignore", 0)) or bool(
             (gtbox.get("head_attr") or {}).get("ignore", 0))
         valid.append(gtbox.get("tag") == "person" and not ignored)
-    return {"bodies": _xywh_to_xyxy(bodies), "heads": _xywh_to_xyxy(heads), "valid": np.array(valid, dtype=bool)}
-
-
-def _xywh_to_xyxy(boxes: list) -> np.ndarray:
-    xywh = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    return {"bodies": xywh_to_xyxy(bodies), "heads": xywh_to_xyxy(heads), "valid": np.array(valid, dtype=bool)}
 
 
 def _clip_to_image(boxes: np.ndarray, size: "tuple[int, int]") -> np.ndarray:

@@ -38,6 +38,13 @@ def _intersection(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     return width
 
 
+def xywh_to_xyxy(boxes) -> np.ndarray:
+    """B boxes [x, y, w, h] (lists or an array) -> (B, 4) float64 x1y1x2y2, the official float64 addition."""
+    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    array[:, 2:] += array[:, :2]
+    return array
+
+
 def box_area(boxes: np.ndarray) -> np.ndarray:
     """boxes (..., 4) x1y1x2y2 -> areas (...); inverted boxes have area 0."""
     return np.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * np.maximum(boxes[..., 3] - boxes[..., 1], 0.0)

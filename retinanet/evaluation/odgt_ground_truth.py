@@ -34,6 +34,7 @@ from retinanet.data.crowdhuman import BODY_BOX_KEYS, BODY_CLASS, HEAD_CLASS, SPL
 from retinanet.data.image_io import read_image_size
 from retinanet.errors import UserError
 from retinanet.evaluation.crowdhuman import record_image_size
+from retinanet.evaluation.matching import xywh_to_xyxy
 
 CROWDHUMAN_BOXES = ("full", "visible", "head")
 # The class of each box kind: what the untagged boxes (tag 1) of an official result file are.
@@ -101,13 +102,6 @@ def _box(gtbox: dict, key: str, where: str) -> list:
     return box
 
 
-def _x1y1x2y2(boxes: list) -> np.ndarray:
-    """B boxes [x, y, w, h] -> (B, 4) float64 x1y1x2y2, with the official float64 addition."""
-    array = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    array[:, 2:] += array[:, :2]
-    return array
-
-
 def read_odgt_ground_truth(odgt_path: str, class_names: Sequence[str], box: str) -> OdgtGroundTruth:
     """Every image of ``odgt_path`` with the boxes of ``class_names``' person and head (module docstring).
 
@@ -150,9 +144,9 @@ def read_odgt_ground_truth(odgt_path: str, class_names: Sequence[str], box: str)
         image_ids.append(record["ID"])
         sources.append(where)
         annotations.append({
-            "boxes": _x1y1x2y2([b for name in labels for b in boxes[name][0]]),
+            "boxes": xywh_to_xyxy([b for name in labels for b in boxes[name][0]]),
             "labels": np.repeat(list(labels.values()), [len(boxes[name][0]) for name in labels]).astype(np.int64),
-            "ignore": _x1y1x2y2([b for name in labels for b in boxes[name][1]]),
+            "ignore": xywh_to_xyxy([b for name in labels for b in boxes[name][1]]),
             "ignore_labels": np.repeat(
                 list(labels.values()), [len(boxes[name][1]) for name in labels]
             ).astype(np.int64),
