@@ -4,6 +4,7 @@ Usage:
     python train.py --dataset csv --csv_classes class_names/crowdhuman.csv \
         --csv_train data/CrowdHuman/train_annotations.csv --csv_val data/CrowdHuman/valid_annotations.csv --depth 50
     python train.py --dataset coco --coco_path data/COCO2017 --depth 50
+    python train.py --dataset crowdhuman --crowdhuman_path data/CrowdHuman --person_triplets  # one box set per person
     python train.py ... --model_path weights/coco_resnet_50_map_0_335_state_dict.pt   # fine-tune, classes by name
     python train.py ... --resume weights/last.pt                                        # continue exactly
     python train.py ... --resume weights/last.pt --epochs 150                           # go on to 150 epochs
@@ -36,15 +37,17 @@ from retinanet.cli import (
 from retinanet.data import (
     AspectRatioBatchSampler,
     CocoDataset,
+    CrowdHumanDataset,
     CSVDataset,
     Transform,
     make_loader,
 )
+from retinanet.data.crowdhuman import BODY_BOX_KEYS, CROWDHUMAN_CLASSES
 from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distributed, process_device, shutdown
 from retinanet.engine import BatchLoadError, train_one_epoch
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_open, remove_stale_temporaries
-from retinanet.model import RESNET_DEPTHS, build_retinanet
+from retinanet.model import DEFAULT_SUPPRESSION_BOX, PERSON_BOX_KINDS, RESNET_DEPTHS, build_retinanet
 from retinanet.plots import plot_training_curves
 from retinanet.state_dicts import load_weights
 from retinanet.training import (
@@ -70,8 +73,14 @@ TRAIN_PRECISION = "auto"
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True, choices=["csv", "coco"], help="dataset format")
+    data.add_argument("--dataset", required=True, choices=["csv", "coco", "crowdhuman"],
+                      help="dataset format; crowdhuman reads the odgt files of --crowdhuman_path")
     data.add_argument("--coco_path", help="COCO root (annotations/, images/train2017 or train2017/)")
+    data.add_argument("--crowdhuman_path",
+                      help="CrowdHuman root (annotation_train.odgt, annotation_val.odgt, CrowdHuman_*/Images)")
+    data.add_argument("--crowdhuman_body", choices=sorted(BODY_BOX_KEYS), default="visible",
+                      help="--dataset crowdhuman without --person_triplets: the person box, as "
+                           "build_annotations_file.py --body (default visible)")
     data.add_argument("--csv_train", help="training annotations CSV (path,x1,y1,x2,y2,class)")
     data.add_argument("--csv_classes", help="class list CSV (name,id)")
     data.add_argument("--csv_val", help="validation annotations CSV (optional)")
@@ -86,6 +95,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--depth", type=int, default=50, choices=sorted(RESNET_DEPTHS), help="ResNet depth")
     model.add_argument("--feature_size", type=int, default=256,
                        help="FPN/head channels (default 256, the published model's; smaller trains faster)")
+    model.add_argument("--person_triplets", action="store_true",
+                       help="one detection per person with its full-body, visible-body and head boxes "
+                            "(--dataset crowdhuman); stored in the checkpoint")
+    model.add_argument("--suppression_box", choices=PERSON_BOX_KINDS, default=DEFAULT_SUPPRESSION_BOX,
+                       help="person triplets: the box NMS compares (default %(default)s: people behind others "
+                            "overlap in full body, not in head)")
     model.add_argument("--model_path", help="start from these weights (any checkpoint this toolkit reads); "
                                             "classes are matched by name, new classes start from the prior")
     model.add_argument("--backbone_weights", help="ImageNet ResNet weights file for the backbone")
@@ -144,6 +159,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("--dataset coco needs --coco_path")
     if args.dataset == "csv" and not (args.csv_train and args.csv_classes):
         raise UserError("--dataset csv needs --csv_train and --csv_classes")
+    if args.dataset == "crowdhuman" and not args.crowdhuman_path:
+        raise UserError("--dataset crowdhuman needs --crowdhuman_path")
+    if args.person_triplets and args.dataset != "crowdhuman":
+        raise UserError("--person_triplets trains from CrowdHuman's fbox/vbox/hbox: give --dataset crowdhuman "
+                        "--crowdhuman_path DIR")
     check_counts(args, positive=("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size",
                                  "keep_checkpoints"),
                  non_negative=("workers", "warmup_iters", "lr_patience"))
@@ -165,6 +185,14 @@ def build_datasets(args):
     if args.dataset == "coco":
         train = CocoDataset(args.coco_path, "train2017", train_transform)
         val = CocoDataset(args.coco_path, "val2017", val_transform)
+    elif args.dataset == "crowdhuman":
+        def split(name, transform):
+            return CrowdHumanDataset(args.crowdhuman_path, name, args.person_triplets, CROWDHUMAN_CLASSES,
+                                     args.crowdhuman_body, transform)
+        train = split("train", train_transform)
+        val = None
+        if os.path.isfile(os.path.join(args.crowdhuman_path, "annotation_val.odgt")):
+            val = split("val", val_transform)
     else:
         train = CSVDataset(args.csv_train, args.csv_classes, train_transform, delimiter=args.annotation_delimiter)
         val = None
@@ -229,7 +257,8 @@ def train(args: argparse.Namespace, context) -> dict:
     pretrained_backbone = not (args.no_pretrained or args.model_path or resume)
     model = build_retinanet(len(class_names), args.depth, pretrained=pretrained_backbone,
                             backbone_weights=args.backbone_weights if pretrained_backbone else None,
-                            feature_size=args.feature_size, freeze_bn=freeze_bn)
+                            feature_size=args.feature_size, freeze_bn=freeze_bn,
+                            person_triplets=args.person_triplets, suppression_box=args.suppression_box)
     if args.model_path and not resume:
         load_weights(model, args.model_path, class_names, allow_class_change=True, log=log)
     model.to(device)
@@ -409,6 +438,9 @@ def check_resumable(path: str, resume, args: argparse.Namespace, class_names, wo
         raise UserError(f"--resume {path}: trained on classes {resume['class_names']}, the class list has "
                         f"{list(class_names)} ({restart})")
     trained = resume["args"]
+    if bool(resume["model_args"].get("person_triplets")) != args.person_triplets:
+        was = "with" if resume["model_args"].get("person_triplets") else "without"
+        raise UserError(f"--resume {path}: trained {was} --person_triplets (resume {was} it, {restart})")
     for flag in ("depth", "feature_size"):
         if resume["model_args"][flag] != getattr(args, flag):
             raise UserError(f"--resume {path}: trained with --{flag} {resume['model_args'][flag]}, the flags say "

@@ -156,7 +156,7 @@ def run_inference(
     loader yields ``(images (B, 3, H, W), targets, metas)`` as ``retinanet.data.collate_batch`` makes
     them; each meta has ``index``, ``scale``, ``orig_size`` and ``image_size``. Returns {"detections": list indexed
     by ``meta["index"]`` of {"boxes": (D, 4) float32, "scores": (D,), "labels": (D,) int64} numpy
-    arrays, "images_per_second": float}.
+    arrays (a person-triplet model's also "visible_boxes" and "head_boxes"), "images_per_second": float}.
     """
     model.eval()
     detections: List[Optional[dict]] = [None] * num_images if num_images is not None else []
@@ -169,14 +169,15 @@ def run_inference(
                             image_scales=[m["scale"] for m in metas])
         for meta, output in zip(metas, outputs):
             height, width = meta["orig_size"]
-            boxes = output["boxes"].float().cpu().numpy()
-            np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
-            np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
-            result = {
-                "boxes": boxes,
-                "scores": output["scores"].float().cpu().numpy(),
-                "labels": output["labels"].cpu().numpy().astype(np.int64),
-            }
+            result = {}
+            # "boxes", and a person-triplet model's "visible_boxes" and "head_boxes"
+            for key in (key for key in output if key.endswith("boxes")):
+                boxes = output[key].float().cpu().numpy()
+                np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
+                np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
+                result[key] = boxes
+            result.update(scores=output["scores"].float().cpu().numpy(),
+                          labels=output["labels"].cpu().numpy().astype(np.int64))
             index = meta["index"]
             if on_image is not None:
                 result = on_image(index, result)
@@ -186,5 +187,7 @@ def run_inference(
         count += len(metas)
     elapsed = time.perf_counter() - start
     empty = {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
+    example = next((d for d in detections if d is not None), {})
+    empty.update({key: np.zeros((0, 4), np.float32) for key in example if key.endswith("boxes")})
     detections = [d if d is not None else dict(empty) for d in detections]
     return {"detections": detections, "images_per_second": count / elapsed if elapsed > 0 else 0.0}

@@ -12,7 +12,7 @@ import torch
 from retinanet.checkpoint import read_checkpoint_file, split_checkpoint
 from retinanet.coco_names import COCO_CLASS_NAMES
 from retinanet.errors import UserError
-from retinanet.model import RetinaNet
+from retinanet.model import DEFAULT_SUPPRESSION_BOX, RetinaNet
 from retinanet.state_dicts import infer_model_args, load_weights
 
 
@@ -40,6 +40,11 @@ def load_model(
         else:
             raise UserError(f"{path}: the checkpoint does not record its {found['num_classes']} class names; "
                             "pass the class list (--csv_classes / --classes)")
+    if found.get("person_triplets"):
+        # the box its NMS was validated with, unless the caller asks for another
+        model_kwargs = {"person_triplets": True,
+                        "suppression_box": (model_args or {}).get("suppression_box", DEFAULT_SUPPRESSION_BOX),
+                        **model_kwargs}
     model = RetinaNet(
         num_classes=len(class_names), depth=found["depth"], feature_size=found["feature_size"], **model_kwargs
     )

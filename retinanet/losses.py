@@ -29,30 +29,39 @@ def build_targets(
     positive_threshold: float = 0.5,
     negative_threshold: float = 0.4,
     ignore_threshold: float = 0.5,
+    boxes_per_anchor: int = 1,
 ):
     """Per-anchor training targets for a batch, kept sparse: no (B, A, K) one-hot is built.
 
     targets: per image ``{"boxes": (N, 4), "labels": (N,), "ignore": (M, 4) optional,
-    "ignore_labels": (M,) optional, -1 = every class}``; anchors: (A, 4).
+    "ignore_labels": (M,) optional, -1 = every class}``; anchors: (A, 4). A person-triplet target
+    also has "visible_boxes" (N, 4), "head_boxes" (N, 4) and "head_valid" (N,) bool; anchors are
+    matched by the full-body "boxes" and regress all three from the same anchor.
     Returns (anchor_labels (B, A) int64: class of the matched box, -1 for a non-positive anchor;
     anchor_weights (B, A) bool: False where the anchor is left out for every class (IoU between the
     thresholds, or inside an every-class ignore region); class_ignored (B, A, K) bool or None: True where
     a class-specific ignore region leaves that class out, None when no image has one;
-    box_targets (B, A, 4)). Positive anchors are never ignored.
+    box_targets (B, A, 4 S), S = 1 or 3 boxes; box_weights (B, A, S) bool: whether each box of a
+    positive anchor is trained (False for an ignored head)). Positive anchors are never ignored.
     """
     device = anchors.device
     labels_per_image, weights_per_image, class_ignored_per_image, box_targets_per_image = [], [], [], []
+    box_weights_per_image = []
     for target in targets:
         boxes, labels = target["boxes"], target["labels"]
         matched_idxs = match_anchors(box_iou(boxes, anchors), positive_threshold, negative_threshold)
         positive = matched_idxs >= 0
         matched_box = matched_idxs.clamp(min=0)
+        # (N, S, 4) every box an anchor regresses, and (N, S) whether each is trained
+        kinds, kind_valid = _regressed_boxes(target, boxes_per_anchor)
         if boxes.shape[0] > 0:
             anchor_labels = torch.where(positive, labels[matched_box], -1)
-            box_target = box_coder.encode(boxes[matched_box], anchors)
+            box_target = box_coder.encode(kinds[matched_box], anchors[:, None]).reshape(anchors.shape[0], -1)
+            box_weight = kind_valid[matched_box] & positive[:, None]
         else:
             anchor_labels = torch.full_like(matched_idxs, -1)
-            box_target = torch.zeros_like(anchors)
+            box_target = anchors.new_zeros(anchors.shape[0], 4 * boxes_per_anchor)
+            box_weight = torch.zeros(anchors.shape[0], boxes_per_anchor, dtype=torch.bool, device=device)
         weight = matched_idxs != BETWEEN_THRESHOLDS
         class_ignored = None
         ignore = target.get("ignore")
@@ -71,13 +80,28 @@ def build_targets(
         weights_per_image.append(weight)
         class_ignored_per_image.append(class_ignored)
         box_targets_per_image.append(box_target)
+        box_weights_per_image.append(box_weight)
     if all(c is None for c in class_ignored_per_image):
         class_ignored = None
     else:
         none = torch.zeros(anchors.shape[0], num_classes, dtype=torch.bool, device=device)
         class_ignored = torch.stack([none if c is None else c for c in class_ignored_per_image])
     return (torch.stack(labels_per_image), torch.stack(weights_per_image), class_ignored,
-            torch.stack(box_targets_per_image))
+            torch.stack(box_targets_per_image), torch.stack(box_weights_per_image))
+
+
+def _regressed_boxes(target: Dict[str, torch.Tensor], boxes_per_anchor: int):
+    """One image's boxes as (N, S, 4) and which are trained (N, S) bool: S = 1 (the boxes) or 3
+    (full, visible, head of each person; a head flagged invalid is not trained)."""
+    boxes = target["boxes"]
+    valid = torch.ones(boxes.shape[0], 1, dtype=torch.bool, device=boxes.device)
+    if boxes_per_anchor == 1:
+        return boxes[:, None], valid
+    if boxes_per_anchor != 3 or "head_boxes" not in target:
+        raise ValueError(f"{boxes_per_anchor} boxes per anchor need person-triplet targets "
+                         "(boxes, visible_boxes, head_boxes, head_valid)")
+    kinds = torch.stack([boxes, target["visible_boxes"], target["head_boxes"]], dim=1)
+    return kinds, torch.cat([valid, valid, target["head_valid"].to(torch.bool)[:, None]], dim=1)
 
 
 # log(p) is -inf where sigmoid underflows to 0 (logits under about -88.7); clamped here, it keeps
@@ -155,16 +179,20 @@ def retinanet_loss(
 ) -> Dict[str, torch.Tensor]:
     """Focal + smooth-L1 loss of a batch, normalised per image by its positive anchors, averaged over images.
 
-    class_logits: (B, A, K); box_deltas: (B, A, 4); anchors: (A, 4); targets: one dict per image.
+    class_logits: (B, A, K); box_deltas: (B, A, 4 S), S boxes per anchor (3 for person triplets:
+    each box is a task of its own, weighted as the one box of a plain model); anchors: (A, 4);
+    targets: one dict per image (``build_targets``).
     classification = mean_b [sum_{a,k} w FL / max(P_b, 1)]
-    regression     = mean_b [sum_{a positive, c} smoothL1 / max(4 P_b, 1)]  (the original's per-image mean)
+    regression     = mean_b [sum_{a positive, s trained, c} smoothL1 / max(4 P_b, 1)]  (the original's per-image mean)
     Per-image normalisation keeps a multi-process batch's loss equal to the single-process one.
     """
     box_coder = box_coder or BoxCoder()
     num_classes = class_logits.shape[-1]
     with torch.no_grad():
-        anchor_labels, anchor_weights, class_ignored, box_targets = build_targets(
-            targets, anchors, num_classes, box_coder)
+        boxes_per_anchor = box_deltas.shape[-1] // 4
+        anchor_labels, anchor_weights, class_ignored, box_targets, box_weights = build_targets(
+            targets, anchors, num_classes, box_coder, boxes_per_anchor=boxes_per_anchor)
+        box_weights = box_weights.repeat_interleave(4, dim=2)  # (B, A, 4 S)
         weights = anchor_weights[..., None].to(torch.float32)  # (B, A, 1)
         if class_ignored is not None:
             weights = weights * ~class_ignored  # (B, A, K)
@@ -174,6 +202,6 @@ def retinanet_loss(
     class_loss = focal_loss_per_image(class_logits, anchor_labels, weights, alpha, gamma)
     class_loss = class_loss / num_positive.clamp(min=1)
 
-    box_loss = smooth_l1(box_deltas.float() - box_targets, beta) * positive[..., None]
+    box_loss = smooth_l1(box_deltas.float() - box_targets, beta) * box_weights
     box_loss = box_loss.sum(dim=(1, 2)) / (4 * num_positive).clamp(min=1)
     return {"classification": class_loss.mean(), "regression": box_loss.mean()}

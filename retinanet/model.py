@@ -22,6 +22,13 @@ from retinanet.losses import retinanet_loss
 from retinanet.postprocess import CANDIDATES_PER_DETECTION, flat_detections, split_by_image
 from retinanet.state_dicts import RESNET_STAGES
 
+# A person-triplet model's boxes per detection, in the order of its box deltas (and of
+# postprocess.TRIPLET_BOX_KEYS). NMS compares one of them (``suppression_box``).
+PERSON_BOX_KINDS = ("full", "visible", "head")
+# Measured on dense synthetic crowds (benchmarks/bench_crowd.py, README "People in crowds"): NMS on
+# heads keeps people standing behind others, whose full bodies overlap and heads do not.
+DEFAULT_SUPPRESSION_BOX = "head"
+
 _BLOCKS = {"basic": tv_resnet.BasicBlock, "bottleneck": tv_resnet.Bottleneck}
 # depth -> (block class, blocks per stage, torchvision's ImageNet weights enum)
 RESNET_DEPTHS = {
@@ -114,6 +121,12 @@ class RetinaNet(nn.Module):
     targets a list of ``{"boxes": (N, 4) x1y1x2y2, "labels": (N,), "ignore": (M, 4) optional,
     "ignore_labels": (M,) optional}`` returns ``{"classification", "regression"}`` losses.
     Inference: ``model(images)`` returns per image ``{"boxes", "scores", "labels"}``.
+
+    person_triplets: the person-triplet variant. One class (a person); every anchor regresses three
+    boxes (``PERSON_BOX_KINDS``: full body, visible body, head) and each detection carries all three:
+    "boxes" (full), "visible_boxes", "head_boxes". Targets add "visible_boxes", "head_boxes" and
+    "head_valid" (``losses.build_targets``). NMS compares the ``suppression_box`` of two detections.
+    The plain model (False) keeps the published layout exactly.
     """
 
     def __init__(
@@ -127,10 +140,17 @@ class RetinaNet(nn.Module):
         topk_per_level: int = 1000,
         nms_iou_threshold: float = 0.5,
         max_detections: int = 300,
+        person_triplets: bool = False,
+        suppression_box: str = DEFAULT_SUPPRESSION_BOX,
     ):
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise UserError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
+        if suppression_box not in PERSON_BOX_KINDS:
+            raise UserError(f"the suppression box must be one of {', '.join(PERSON_BOX_KINDS)}, "
+                            f"got {suppression_box!r}")
+        if person_triplets and num_classes != 1:
+            raise UserError(f"a person-triplet model has one class (person), got {num_classes}")
         block, layers, _ = RESNET_DEPTHS[depth]
         self.depth = depth
         self.num_classes = num_classes
@@ -140,6 +160,9 @@ class RetinaNet(nn.Module):
         self.topk_per_level = topk_per_level
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
+        self.person_triplets = bool(person_triplets)
+        self.suppression_box = suppression_box
+        self.boxes_per_anchor = len(PERSON_BOX_KINDS) if self.person_triplets else 1
 
         # A frozen BatchNorm is folded into its conv: no separate pass over the activations.
         resnet = tv_resnet.ResNet(block, layers, norm_layer=FrozenBatchNorm2d if freeze_bn else None)
@@ -153,7 +176,7 @@ class RetinaNet(nn.Module):
         self.anchor_generator = AnchorGenerator()
         self.box_coder = BoxCoder()
         num_anchors = self.anchor_generator.num_anchors_per_location
-        self.regressionModel = Subnet(feature_size, num_anchors, 4, feature_size)
+        self.regressionModel = Subnet(feature_size, num_anchors, 4 * self.boxes_per_anchor, feature_size)
         self.classificationModel = Subnet(feature_size, num_anchors, num_classes, feature_size)
         # Every anchor starts as background with probability 1 - prior, so the first focal losses
         # are not swamped by ~100k easy negatives.
@@ -163,8 +186,15 @@ class RetinaNet(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def model_args(self) -> Dict[str, object]:
-        """Constructor arguments that rebuild this architecture (stored in checkpoints)."""
-        return {"num_classes": self.num_classes, "depth": self.depth, "feature_size": self.feature_size}
+        """Constructor arguments that rebuild this architecture (stored in checkpoints).
+
+        A plain model's are exactly the three of the published layout; a person-triplet model adds
+        ``person_triplets`` and the ``suppression_box`` it was trained and validated with.
+        """
+        args = {"num_classes": self.num_classes, "depth": self.depth, "feature_size": self.feature_size}
+        if self.person_triplets:
+            args.update(person_triplets=True, suppression_box=self.suppression_box)
+        return args
 
     def features(self, images: torch.Tensor) -> List[torch.Tensor]:
         """images (B, 3, H, W), H and W multiples of 32 -> pyramid features P3..P7, each (B, C, H_l, W_l)."""
@@ -177,7 +207,7 @@ class RetinaNet(nn.Module):
         return self.fpn(c3, c4, c5)
 
     def head_outputs(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Pyramid features -> per level class logits (B, A_l, K) and box deltas (B, A_l, 4)."""
+        """Pyramid features -> per level class logits (B, A_l, K) and box deltas (B, A_l, 4 S), S boxes per anchor."""
         return self.classificationModel(features), self.regressionModel(features)
 
     def anchors(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
@@ -200,8 +230,9 @@ class RetinaNet(nn.Module):
         image_sizes: Optional[torch.Tensor] = None,
         candidates_per_detection: Optional[int] = CANDIDATES_PER_DETECTION,
     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> boxes (D, 4), scores (D,), labels (D,), batch_index (D,) for the whole
-        batch, grouped by image and best first within an image (``postprocess.flat_detections``).
+        """images (B, 3, H, W) -> boxes (D, 4 S), scores (D,), labels (D,), batch_index (D,) for the whole
+        batch, grouped by image and best first within an image (``postprocess.flat_detections``; S = 3
+        for person triplets: full, visible, head in columns 0-3, 4-7, 8-11).
 
         score_threshold: default ``self.score_threshold``; image_sizes: (B, 2) (h, w) to clip boxes to,
         default the padded size. The exported graph is this method with ``candidates_per_detection=None``.
@@ -222,6 +253,7 @@ class RetinaNet(nn.Module):
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
             candidates_per_detection=candidates_per_detection,
+            suppression_box=PERSON_BOX_KINDS.index(self.suppression_box) if self.person_triplets else 0,
         )
 
     @torch.inference_mode()
@@ -231,7 +263,8 @@ class RetinaNet(nn.Module):
         image_sizes: Optional[Sequence[Tuple[int, int]]] = None,
         image_scales: Optional[Sequence[float]] = None,
     ) -> List[Dict[str, torch.Tensor]]:
-        """images (B, 3, H, W) -> per image {"boxes": (D, 4) x1y1x2y2, "scores": (D,), "labels": (D,)}.
+        """images (B, 3, H, W) -> per image {"boxes": (D, 4) x1y1x2y2, "scores": (D,), "labels": (D,)}
+        (person triplets: also "visible_boxes" and "head_boxes", each (D, 4)).
 
         image_sizes: per image (h, w) of its unpadded part, to clip boxes to (default: the padded size,
         as the original project); image_scales: resize scale per image, so boxes come back in original

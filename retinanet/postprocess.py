@@ -12,6 +12,10 @@ from torchvision.ops import batched_nms
 from retinanet.box_coder import BoxCoder
 from retinanet.boxes import clip_boxes
 
+# A person-triplet model's boxes, in the order of its box deltas (model.PERSON_BOX_KINDS): each
+# detection is one person, and its three boxes come back under these keys.
+TRIPLET_BOX_KEYS = ("boxes", "visible_boxes", "head_boxes")
+
 # NMS runs on each image's best CANDIDATES_PER_DETECTION * max_detections candidates only (more
 # if they do not yield max_detections): greedy NMS keeps or drops a box by looking at higher-scoring
 # boxes alone, so the best max_detections survivors never depend on lower-scoring candidates.
@@ -59,25 +63,29 @@ def flat_detections(
     nms_iou_threshold: float = 0.5,
     max_detections: int = 300,
     candidates_per_detection: Optional[int] = CANDIDATES_PER_DETECTION,
+    suppression_box: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections of a batch as one flat list, vectorised over images: one top-k per level, one NMS in all.
 
-    level_logits: per level (B, A_l, K); level_deltas: per level (B, A_l, 4); level_anchors: per
-    level (A_l, 4). image_sizes: (B, 2) or (1, 2) float (h, w) of the network input to clip boxes
-    to (the padded size reproduces the original project; the unpadded size is tighter).
+    level_logits: per level (B, A_l, K); level_deltas: per level (B, A_l, 4 S), S boxes per anchor
+    (1, or 3 for a person-triplet model: full, visible, head); level_anchors: per level (A_l, 4).
+    image_sizes: (B, 2) or (1, 2) float (h, w) of the network input to clip boxes to (the padded
+    size reproduces the original project; the unpadded size is tighter).
     score_threshold: keep scores above it (a 0-dim tensor in an exported graph).
     candidates_per_detection: NMS looks at the best ``candidates_per_detection * max_detections``
     candidates per image, more when needed (exact, and faster); None runs NMS on all of them, with
     the same result, as a traced graph must (the "more when needed" is a data-dependent loop).
-    Returns boxes (D, 4) x1y1x2y2, scores (D,), labels (D,) int64 and batch_index (D,) int64,
-    grouped by image, by descending score within an image, at most ``max_detections`` per image.
+    suppression_box: which of the S boxes NMS compares (a triplet model's full-body boxes of two
+    people standing one behind the other overlap; their heads need not).
+    Returns boxes (D, 4 S) x1y1x2y2 (box s in columns 4s..4s+3), scores (D,), labels (D,) int64 and
+    batch_index (D,) int64, grouped by image, by descending score within an image, at most ``max_detections`` per image.
     """
     cand_logits, cand_labels, cand_deltas, cand_anchors = [], [], [], []
     for logits, deltas, anchors in zip(level_logits, level_deltas, level_anchors):
         top_logits, anchor_idx, labels = level_topk(logits, topk_per_level)
         cand_logits.append(top_logits)
         cand_labels.append(labels)
-        cand_deltas.append(deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4)))
+        cand_deltas.append(deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, deltas.shape[2])))
         cand_anchors.append(anchors[anchor_idx])
     # (B, N): every image has the same N candidates. sigmoid is taken of these few, not of all B*A*K.
     cand_scores = torch.sigmoid(torch.cat(cand_logits, dim=1).float())
@@ -91,7 +99,8 @@ def flat_detections(
         num_passing = (cand_scores > score_threshold).sum(dim=1)  # (B,)
     while True:
         image_idx, boxes, scores, labels = _nms(
-            *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold)
+            *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold,
+            suppression_box)
         if num_candidates is None:
             break
         # An image short of max_detections whose candidates were cut may have lost survivors.
@@ -118,7 +127,9 @@ def split_by_image(
     batch_size: int,
     image_scales: Optional[Sequence[float]] = None,
 ) -> List[Dict[str, torch.Tensor]]:
-    """Flat detections grouped by image (as ``flat_detections`` returns them) -> one dict per image.
+    """Flat detections grouped by image (as ``flat_detections`` returns them) -> one dict per image:
+    {"boxes": (D, 4), "scores", "labels"}, and for a triplet model's boxes (D, 12) also
+    "visible_boxes" and "head_boxes" (``TRIPLET_BOX_KEYS``; "boxes" is the full body).
 
     image_scales: per image resize scale; boxes are divided by it.
     """
@@ -126,11 +137,13 @@ def split_by_image(
         scales = torch.as_tensor(image_scales, dtype=boxes.dtype, device=boxes.device)
         boxes = boxes / scales[image_idx, None]
     counts = torch.bincount(image_idx, minlength=batch_size).tolist()
-    return [
-        {"boxes": image_boxes, "scores": image_scores, "labels": image_labels}
-        for image_boxes, image_scores, image_labels in zip(
-            boxes.split(counts), scores.split(counts), labels.split(counts))
-    ]
+    keys = TRIPLET_BOX_KEYS if boxes.shape[1] == 4 * len(TRIPLET_BOX_KEYS) else TRIPLET_BOX_KEYS[:1]
+    per_image = []
+    for image_boxes, image_scores, image_labels in zip(boxes.split(counts), scores.split(counts), labels.split(counts)):
+        detections = {key: image_boxes[:, 4 * s:4 * s + 4] for s, key in enumerate(keys)}
+        detections.update(scores=image_scores, labels=image_labels)
+        per_image.append(detections)
+    return per_image
 
 
 def _nms(
@@ -144,23 +157,28 @@ def _nms(
     image_sizes: torch.Tensor,
     num_classes: int,
     nms_iou_threshold: float,
+    suppression_box: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-aware NMS of each image's best ``num_candidates`` (all if None) candidates above the threshold.
 
-    cand_scores, cand_labels: (B, N); cand_deltas, cand_anchors: (B, N, 4); image_sizes: (B, 2) h, w.
-    Returns image index (D,), boxes (D, 4), scores (D,) and labels (D,) of the survivors, by
-    descending score.
+    cand_scores, cand_labels: (B, N); cand_deltas: (B, N, 4 S); cand_anchors: (B, N, 4); image_sizes:
+    (B, 2) h, w. NMS compares box ``suppression_box`` of the S. Returns image index (D,), boxes
+    (D, 4 S), scores (D,) and labels (D,) of the survivors, by descending score.
     """
     if num_candidates is not None and cand_scores.shape[1] > num_candidates:
         cand_scores, best = cand_scores.topk(num_candidates, dim=1, sorted=False)
         cand_labels = cand_labels.gather(1, best)
-        cand_deltas = cand_deltas.gather(1, best[:, :, None].expand(-1, -1, 4))
+        cand_deltas = cand_deltas.gather(1, best[:, :, None].expand(-1, -1, cand_deltas.shape[2]))
         cand_anchors = cand_anchors.gather(1, best[:, :, None].expand(-1, -1, 4))
     image_idx, column = torch.nonzero(cand_scores > score_threshold, as_tuple=True)
     scores = cand_scores[image_idx, column]
     labels = cand_labels[image_idx, column]
-    boxes = box_coder.decode(cand_deltas[image_idx, column].float(), cand_anchors[image_idx, column])
-    boxes = clip_boxes(boxes, image_sizes[image_idx, 0], image_sizes[image_idx, 1])
+    deltas = cand_deltas[image_idx, column].float()
+    boxes_per_anchor = deltas.shape[1] // 4
+    # (D, S, 4): every box of a candidate decoded from the same anchor, clipped to its image
+    boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4), cand_anchors[image_idx, column][:, None])
+    boxes = clip_boxes(boxes, image_sizes[image_idx, 0, None], image_sizes[image_idx, 1, None])
     # One NMS over the batch: each (image, class) pair is its own group.
-    keep = batched_nms(boxes, scores, image_idx * num_classes + labels, nms_iou_threshold)
+    keep = batched_nms(boxes[:, suppression_box], scores, image_idx * num_classes + labels, nms_iou_threshold)
+    boxes = boxes.reshape(-1, 4 * boxes_per_anchor)
     return image_idx[keep], boxes[keep], scores[keep], labels[keep]

@@ -13,6 +13,7 @@ from retinanet.coco_names import COCO_CLASS_NAMES, canonical_class_name
 from retinanet.errors import UserError
 
 CLASS_HEAD_KEYS = ("classificationModel.output.weight", "classificationModel.output.bias")
+BOX_HEAD_KEYS = ("regressionModel.output.weight", "regressionModel.output.bias")
 # ResNet depth -> (block type, blocks per stage): what the model builds and what a state dict shows.
 RESNET_STAGES = {
     18: ("basic", (2, 2, 2, 2)),
@@ -21,11 +22,14 @@ RESNET_STAGES = {
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
 }
+# Anchors at each feature-map location: 3 scales x 3 aspect ratios (retinanet.anchors, tested equal).
+ANCHORS_PER_LOCATION = 9
 BLOCKS_TO_DEPTH = {stages: depth for depth, stages in RESNET_STAGES.items()}
 
 
 def infer_model_args(state_dict: Dict[str, torch.Tensor], path: str) -> Dict[str, int]:
-    """Depth, class count and feature size read off the tensors themselves."""
+    """Depth, class count and feature size read off the tensors themselves, and
+    ``person_triplets: True`` for a model with three boxes per anchor."""
     required = ("layer1.0.conv1.weight", "fpn.P5_1.weight", "classificationModel.output.bias")
     missing = [k for k in required if k not in state_dict]
     if missing:
@@ -39,12 +43,18 @@ def infer_model_args(state_dict: Dict[str, torch.Tensor], path: str) -> Dict[str
     if depth is None:
         raise UserError(f"{path}: backbone with {block} blocks {blocks} is not a ResNet-18/34/50/101/152")
     num_anchor_outputs = state_dict["classificationModel.output.bias"].shape[0]
-    num_anchors = state_dict["regressionModel.output.bias"].shape[0] // 4
-    return {
+    box_values = state_dict["regressionModel.output.bias"].shape[0] // ANCHORS_PER_LOCATION
+    if box_values not in (4, 12):
+        raise UserError(f"{path}: {box_values} box values per anchor: neither a plain (4) nor a person-triplet "
+                        "(12) RetinaNet")
+    found = {
         "depth": depth,
-        "num_classes": num_anchor_outputs // num_anchors,
+        "num_classes": num_anchor_outputs // ANCHORS_PER_LOCATION,
         "feature_size": state_dict["fpn.P5_1.weight"].shape[0],
     }
+    if box_values == 12:
+        found["person_triplets"] = True
+    return found
 
 
 def class_index_map(source_names: Sequence[str], target_names: Sequence[str]) -> List[int]:
@@ -95,6 +105,11 @@ def load_weights(
     if found["depth"] != model.depth:
         raise UserError(f"{path}: checkpoint is a ResNet-{found['depth']} RetinaNet, "
                         f"the model is ResNet-{model.depth}; pass --depth {found['depth']}")
+    other_variant = found.get("person_triplets", False) != model.person_triplets
+    if other_variant and not allow_class_change:
+        kind = {True: "a person-triplet", False: "a plain"}
+        raise UserError(f"{path}: checkpoint is {kind[found.get('person_triplets', False)]} RetinaNet, the model "
+                        f"{kind[model.person_triplets]} one; fine-tune with train.py --model_path to change")
     if found["feature_size"] != model.feature_size:
         raise UserError(f"{path}: checkpoint has {found['feature_size']} FPN channels, the model "
                         f"{model.feature_size}; pass --feature_size {found['feature_size']}")
@@ -122,6 +137,13 @@ def load_weights(
     if mapping != list(range(found["num_classes"])) or not same_classes:
         initial = {key: expected[key] for key in CLASS_HEAD_KEYS}
         state_dict = remap_class_head(state_dict, mapping, initial, model.anchor_generator.num_anchors_per_location)
+
+    if other_variant:
+        # Fine-tuning a plain model into person triplets (or back): everything but the box output
+        # conv carries over; that conv has another shape and starts from its own init.
+        state_dict.update({key: expected[key] for key in BOX_HEAD_KEYS})
+        log(f"loaded {path}: a {'plain' if model.person_triplets else 'person-triplet'} model's weights; "
+            "box output layer initialised for this model's boxes")
 
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))

@@ -35,7 +35,8 @@ def test_build_targets_assignment_and_ignore():
         "ignore": torch.tensor([[35.0, 35.0, 60.0, 60.0], [0.0, 0.0, 12.0, 12.0]]),
         "ignore_labels": torch.tensor([-1, 0]),
     }
-    anchor_labels, anchor_weights, class_ignored, box_targets = build_targets([target], ANCHORS, 2, BoxCoder())
+    anchor_labels, anchor_weights, class_ignored, box_targets, box_weights = build_targets(
+        [target], ANCHORS, 2, BoxCoder())
     assert anchor_labels[0].tolist() == [1, 1, -1, 1, -1, -1]
     # anchor 4 is between thresholds and anchor 5 lies in the every-class region: out for every class.
     assert anchor_weights[0].tolist() == [True, True, True, True, False, False]

@@ -17,6 +17,7 @@ _MODULE_OF = {
     "make_loader": "loader",
     "IGNORE_ALL_CLASSES": "csv_dataset",
     "CSVDataset": "csv_dataset",
+    "CrowdHumanDataset": "crowdhuman_people",
     "DetectionDataset": "dataset",
     "read_image": "image_io",
     "read_image_size": "image_io",

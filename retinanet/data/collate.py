@@ -4,6 +4,9 @@ import torch
 # Images are padded bottom/right to a multiple of 32 (the stride of C5), so the FPN's top-down
 # x2 upsampling from P5 lands exactly on the P4 and P3 grids.
 PAD_MULTIPLE = 32
+# What a sample gives the loss; the last three only person-triplet samples have
+# (retinanet.data.crowdhuman_people).
+TARGET_KEYS = ("boxes", "labels", "ignore", "ignore_labels", "visible_boxes", "head_boxes", "head_valid")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -17,7 +20,8 @@ def collate_batch(samples: "list[dict]") -> "tuple[torch.Tensor, list[dict], lis
         images: (B, 3, H, W), each image at the top-left and zero (the mean colour after
             normalisation) below and to the right; H and W are the largest height and width
             rounded up to a multiple of 32, with no extra padding when already a multiple.
-        targets: per image dict(boxes (N, 4), labels (N,), ignore (M, 4), ignore_labels (M,)).
+        targets: per image dict(boxes (N, 4), labels (N,), ignore (M, 4), ignore_labels (M,)), and for
+            person triplets visible_boxes (N, 4), head_boxes (N, 4), head_valid (N,).
         metas: per image dict(scale, orig_size, image_size, path, index); image_size is the (h, w)
             of the unpadded network input, what boxes are clipped to.
     """
@@ -30,9 +34,7 @@ def collate_batch(samples: "list[dict]") -> "tuple[torch.Tensor, list[dict], lis
     for batch_index, sample in enumerate(samples):
         image = sample["image"]
         images[batch_index, :, : image.shape[1], : image.shape[2]] = image
-    targets = [
-        {key: sample[key] for key in ("boxes", "labels", "ignore", "ignore_labels")} for sample in samples
-    ]
+    targets = [{key: sample[key] for key in TARGET_KEYS if key in sample} for sample in samples]
     metas = [
         {**{key: sample[key] for key in ("scale", "orig_size", "path", "index")},
          "image_size": tuple(sample["image"].shape[1:])}

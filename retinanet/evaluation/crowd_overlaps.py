@@ -8,6 +8,13 @@ from typing import Dict, Sequence
 
 import numpy as np
 
+from retinanet.evaluation.crowdhuman import (
+    IGNORE_IOA_THRESHOLD,
+    box_overlap_opr,
+    clip_boundary,
+    compare_caltech,
+    max_ioa,
+)
 from retinanet.evaluation.matching import box_iou, xywh_to_xyxy
 
 PAIR_IOU = 0.5
@@ -54,3 +61,50 @@ def format_crowd_statistics(name: str, statistics: Dict[str, float]) -> str:
     return (f"{name}: {statistics['images']} images, {statistics['people_per_image']:.1f} people per image; "
             f"pairs of people per image at IoU > {PAIR_IOU:g}: {statistics['full_pairs_per_image']:.2f} by full "
             f"body, {statistics['visible_pairs_per_image']:.2f} by visible body")
+
+
+def _clipped(boxes: np.ndarray, size: "tuple[int, int]") -> np.ndarray:
+    """(N, 4) boxes of an (H, W) image clipped the official way."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return clip_boundary(boxes, np.full(len(boxes), size[0]), np.full(len(boxes), size[1]))
+
+
+def overlapped_recall(
+    detections: Sequence[dict], ground_truths: Sequence[dict], image_sizes: Sequence["tuple[int, int]"],
+    class_index: int = 0, threshold: float = PAIR_IOU,
+) -> Dict[str, float]:
+    """Recall of the people whose full-body box overlaps another person's at IoU > ``threshold``.
+
+    Detections are matched to people as the CrowdHuman protocol matches them for AP (clipped to
+    the image, by descending score, official ``compare_caltech`` on IoU > 0.5 with the valid boxes,
+    ignore regions absorbing the rest), over every detection given.
+    detections: per image {boxes (D, 4) x1y1x2y2, scores (D,), labels (D,)}; ground_truths: per image
+    {boxes (N, 4), labels (N,), ignore (M, 4), ignore_labels (M,)} with the full-body boxes of class
+    ``class_index``; image_sizes: per image (H, W).
+    Returns {"overlapped_recall", "num_overlapped", "recall" (of every person), "num_people"}.
+    """
+    if not len(detections) == len(ground_truths) == len(image_sizes):
+        raise ValueError(f"{len(detections)} detection records and {len(image_sizes)} image sizes for "
+                         f"{len(ground_truths)} images")
+    num_overlapped = hit_overlapped = num_people = hit_people = 0
+    for image_dets, truth, (height, width) in zip(detections, ground_truths, image_sizes):
+        size = (height, width)
+        people = _clipped(np.asarray(truth["boxes"]).reshape(-1, 4)[np.asarray(truth["labels"]) == class_index], size)
+        ignore_labels = np.asarray(truth["ignore_labels"])
+        regions = _clipped(np.asarray(truth["ignore"]).reshape(-1, 4)[(ignore_labels == class_index)
+                                                                      | (ignore_labels == -1)], size)
+        mine = np.asarray(image_dets["labels"]) == class_index
+        scores = np.asarray(image_dets["scores"], dtype=np.float64)[mine]
+        boxes = _clipped(np.asarray(image_dets["boxes"]).reshape(-1, 4)[mine], size)[np.argsort(-scores, kind="stable")]
+        matched, _ = compare_caltech(box_overlap_opr(boxes, people, if_iou=True),
+                                     max_ioa(boxes, regions) > IGNORE_IOA_THRESHOLD)
+        found = np.zeros(len(people), dtype=bool)
+        found[matched[matched >= 0]] = True
+        crowded = overlapped(people, threshold)
+        num_overlapped += int(crowded.sum())
+        hit_overlapped += int((found & crowded).sum())
+        num_people += len(people)
+        hit_people += int(found.sum())
+    return {"overlapped_recall": hit_overlapped / num_overlapped if num_overlapped else float("nan"),
+            "num_overlapped": num_overlapped,
+            "recall": hit_people / num_people if num_people else float("nan"), "num_people": num_people}

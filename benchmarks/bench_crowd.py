@@ -1,0 +1,233 @@
+"""People in crowds: the plain two-class RetinaNet against the person-triplet variant, same data and budget.
+
+Usage:
+    python benchmarks/bench_crowd.py                                     # README's table (about 35 min on 2 cores)
+    python benchmarks/bench_crowd.py --num_train 24 --num_val 8 --epochs 1   # a quick run of every step
+    python benchmarks/bench_crowd.py --reuse                             # score the trained models again
+
+Data: a dense synthetic CrowdHuman nobody tuned for (tools/make_synthetic_crowdhuman.py --crowd dense,
+seed 20261201, 640x480; about 20 people and 3 full-body pairs at IoU > 0.5 per image). Three models
+train from scratch with one recipe (ResNet-18, 64-channel heads, Adam 1e-3, batch 8, cosine, the
+same epochs at 480 px):
+
+- plain (full): train.py --dataset csv on build_annotations_file.py --body full: classes person
+  (full body) and head, one class-aware NMS at IoU 0.5;
+- plain (visible): the same with --body visible, for the visible-body scores a plain model can give;
+- triplet: train.py --dataset crowdhuman --person_triplets: one detection per person with its full,
+  visible and head boxes, NMS on the head box.
+
+All are scored on the validation odgt by the official-exact CrowdHuman code
+(retinanet.evaluation.person_triplets): full-body AP / MR^-2 / JI (plain: its person class), visible
+AP / MR^-2 (plain: the visible model), head AP / MR^-2 (plain: the full model's head class), the
+body-head pair protocol (triplets only: a plain model does not pair its boxes), and the recall of
+people whose full body overlaps another's at IoU > 0.5, all from every detection scoring > 0.01. Speed:
+training images/s (train.py's mean over epochs) and inference images/s of the network and
+post-processing on one batch of 4 validation images (best of 5). The triplet model is also scored with
+NMS on each of its three boxes. Prints the tables and writes benchmarks/results/bench_crowd.json.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from retinanet.cli import run_cli  # noqa: E402
+from retinanet.data import CrowdHumanDataset, Transform, collate_batch  # noqa: E402
+from retinanet.errors import UserError  # noqa: E402
+from retinanet.evaluation.crowd_overlaps import overlapped_recall  # noqa: E402
+from retinanet.evaluation.person_triplets import (  # noqa: E402
+    evaluate_box_kind,
+    evaluate_person_triplets,
+    kind_detections,
+    metrics_document,
+    read_people_ground_truth,
+)
+from retinanet.hub import load_model  # noqa: E402
+from retinanet.io_utils import write_json  # noqa: E402
+from retinanet.model import PERSON_BOX_KINDS as MODEL_BOX_KINDS  # noqa: E402
+from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, predict_dataset  # noqa: E402
+
+SEED = 20261201
+MODELS = ("plain_full", "plain_visible", "triplet")
+RECIPE = ["--depth", "18", "--feature_size", "64", "--no_pretrained", "--batch_size", "8", "--lr", "1e-3",
+          "--warmup_iters", "40", "--lr_schedule", "cosine"]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work_dir", default=str(ROOT / "benchmarks" / "results" / "bench_crowd"),
+                        help="data, checkpoints and logs (default: %(default)s)")
+    parser.add_argument("--num_train", type=int, default=200, help="training images (default 200)")
+    parser.add_argument("--num_val", type=int, default=50, help="validation images (default 50)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every model (default 10)")
+    parser.add_argument("--min_side", type=int, default=480, help="training and inference size (default 480)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="models to train")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the data and the checkpoints a previous run left in --work_dir")
+    parser.add_argument("--workers", type=int, default=1, help="data loader processes (default 1)")
+    return parser
+
+
+def run(command: list, log_path: Path) -> None:
+    with open(log_path, "w") as log:
+        result = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join(open(log_path).readlines()[-15:])
+        raise UserError(f"{command[0]} failed (exit {result.returncode}), log {log_path}:\n{tail}")
+
+
+def make_data(args, work: Path) -> Path:
+    data = work / "data"
+    if not (args.reuse and (data / "annotation_val.odgt").is_file()):
+        run(["tools/make_synthetic_crowdhuman.py", "--output_dir", str(data), "--crowd", "dense", "--seed", str(SEED),
+             "--num_train", str(args.num_train), "--num_val", str(args.num_val)], work / "data.log")
+    for body in ("full", "visible"):
+        run(["build_annotations_file.py", "--data_dir", str(data), "--output_dir", str(work / f"csv_{body}"),
+             "--body", body], work / f"convert_{body}.log")
+    (work / "classes.csv").write_text("person,0\nhead,1\n")
+    return data
+
+
+def train(args, work: Path, data: Path, name: str) -> dict:
+    """Train one model (unless --reuse finds it); returns {"checkpoint", "train_images_per_second", "seconds"}."""
+    out = work / name
+    checkpoint = out / "last.pt"
+    if not (args.reuse and checkpoint.is_file()):
+        if name == "triplet":
+            source = ["--dataset", "crowdhuman", "--crowdhuman_path", str(data), "--person_triplets"]
+        else:
+            body = name.split("_")[1]
+            source = ["--dataset", "csv", "--csv_train", str(work / f"csv_{body}" / "train_annotations.csv"),
+                      "--csv_classes", str(work / "classes.csv")]
+        print(f"training {name} ...", flush=True)
+        run(["train.py", *source, *RECIPE, "--epochs", str(args.epochs), "--min_side", str(args.min_side),
+             "--max_side", str(args.min_side * 4 // 3), "--val_every", str(args.epochs + 1),
+             "--workers", str(args.workers), "--output_dir", str(out)], work / f"train_{name}.log")
+    epochs = [json.loads(line) for line in open(out / "metrics.jsonl") if line.strip()]
+    seconds = sum(epoch["seconds"] for epoch in epochs)
+    images = sum(epoch["images_per_second"] * epoch["seconds"] for epoch in epochs)
+    return {"checkpoint": str(checkpoint), "train_images_per_second": images / seconds, "seconds": seconds}
+
+
+def inference_speed(model, dataset, repeats: int = 5) -> float:
+    """Images/s of the network and post-processing on one batch of 4 validation images, best of ``repeats``."""
+    images, _, metas = collate_batch([dataset[index] for index in range(min(4, len(dataset)))])
+    sizes, scales = [m["image_size"] for m in metas], [m["scale"] for m in metas]
+    model(images, image_sizes=sizes, image_scales=scales)  # warm-up: allocations, anchors
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(images, image_sizes=sizes, image_scales=scales)
+        best = min(best, time.perf_counter() - start)
+    return len(metas) / best
+
+
+def detect(checkpoint: str, dataset, args, **settings) -> "tuple[list, float]":
+    model, _ = load_model(checkpoint, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS,
+                          **settings)
+    detections, _ = predict_dataset(model, dataset, torch.device("cpu"), batch_size=4, workers=args.workers,
+                                    description=os.path.basename(os.path.dirname(checkpoint)))
+    return detections, inference_speed(model, dataset)
+
+
+def score_plain(detections: dict, truth, sizes) -> dict:
+    """The plain models' scores: person boxes of the full/visible models, heads of the full model."""
+    row = {}
+    if "plain_full" in detections:
+        full = kind_detections(detections["plain_full"], label=0)
+        row["full"] = evaluate_box_kind(full, truth, "full", sizes)
+        row["head"] = evaluate_box_kind(kind_detections(detections["plain_full"], label=1), truth, "head", sizes)
+        row["overlapped"] = overlapped_recall(full, truth.kinds["full"], sizes)
+    if "plain_visible" in detections:
+        row["visible"] = evaluate_box_kind(kind_detections(detections["plain_visible"], label=0), truth, "visible",
+                                           sizes)
+    return row
+
+
+def format_row(label: str, row: dict, speed: dict) -> str:
+    def cell(kind, key, width=7):
+        return f"{row[kind][key]:{width}.4f}" if kind in row else " " * (width - 1) + "-"
+
+    return (f"{label:<18}{cell('full', 'ap')}{cell('full', 'mr')}{cell('full', 'ji')}  {cell('visible', 'ap')}"
+            f"{cell('visible', 'mr')}  {cell('head', 'ap')}{cell('head', 'mr')}  {cell('pairs', 'ap')}"
+            f"{cell('pairs', 'mr')}  {cell('overlapped', 'overlapped_recall', 8)}  "
+            f"{speed.get('train', float('nan')):6.2f} {speed.get('infer', float('nan')):6.2f}")
+
+
+HEADER = ("model              full body AP  MR^-2     JI  visible AP  MR^-2   head AP  MR^-2   pairs AP  MR^-2  "
+          "overlap R  train  infer img/s")
+
+
+def main(args: argparse.Namespace) -> dict:
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    data = make_data(args, work)
+    trained = {name: train(args, work, data, name) for name in args.models}
+
+    dataset = CrowdHumanDataset(str(data), "val", person_triplets=True,
+                                transform=Transform(args.min_side, args.min_side * 4 // 3))
+    odgt = str(data / "annotation_val.odgt")
+    truth = read_people_ground_truth(odgt)
+    if truth.image_ids != [Path(dataset.image_path(i)).stem for i in range(len(dataset))]:
+        raise UserError(f"{odgt}: its images and those found in {data} differ")
+    sizes = [truth.image_sizes[i] or dataset.image_size(i) for i in range(len(dataset))]
+
+    detections, speeds, rows = {}, {}, {}
+    for name in args.models:
+        detections[name], infer = detect(trained[name]["checkpoint"], dataset, args)
+        speeds[name] = {"train": trained[name]["train_images_per_second"], "infer": infer}
+    plain = score_plain({k: v for k, v in detections.items() if k != "triplet"}, truth, sizes)
+    if plain:
+        rows["plain"] = plain
+    suppression = {}
+    if "triplet" in detections:
+        rows["triplet"] = evaluate_person_triplets(detections["triplet"], truth, sizes)
+        for box in MODEL_BOX_KINDS:
+            found, _ = detect(trained["triplet"]["checkpoint"], dataset, args, suppression_box=box)
+            suppression[box] = evaluate_person_triplets(found, truth, sizes)
+
+    print(f"\n{len(dataset)} validation images, {args.num_train} training images, {args.epochs} epochs, "
+          f"{args.min_side} px; {platform.machine()} CPU, {torch.get_num_threads()} threads")
+    print(HEADER)
+    plain_speed = speeds.get("plain_full", {})
+    if "plain" in rows:
+        print(format_row("plain (2 classes)", rows["plain"], plain_speed))
+    if "triplet" in rows:
+        print(format_row("person triplets", rows["triplet"], speeds["triplet"]))
+        print("\ntriplet model, NMS (IoU 0.5) on each box:")
+        print(HEADER.replace("model             ", "NMS on            "))
+        for box, result in suppression.items():
+            print(format_row(f"{box} box", result, {}))
+    if "plain" in rows and "triplet" in rows:
+        p, t = rows["plain"], rows["triplet"]
+        print(f"\nfull-body MR^-2 {100 * (p['full']['mr'] - t['full']['mr']):+.1f} points lower with triplets "
+              f"(target >= 5); overlapped recall {100 * (t['overlapped']['overlapped_recall'] - p['overlapped']['overlapped_recall']):+.1f} "  # noqa: E501
+              f"points (target >= 10); head AP {t['head']['ap'] - p['head']['ap']:+.4f}, visible AP "
+              f"{t['visible']['ap'] - p['visible']['ap']:+.4f} (targets >= 0); inference "
+              f"{speeds['plain_full']['infer'] / speeds['triplet']['infer']:.2f}x the plain model's time "
+              "(target <= 1.15)")
+
+    summary = {
+        "settings": {"num_train": args.num_train, "num_val": len(dataset), "epochs": args.epochs,
+                     "min_side": args.min_side, "recipe": RECIPE, "seed": SEED, "machine": platform.machine(),
+                     "threads": torch.get_num_threads()},
+        "speed": speeds,
+        "scores": {name: metrics_document(row) for name, row in rows.items()},
+        "triplet_suppression": {box: metrics_document(result) for box, result in suppression.items()},
+    }
+    path = ROOT / "benchmarks" / "results" / "bench_crowd.json"
+    write_json(str(path), summary)
+    print(f"wrote {path}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main, get_args_parser())
