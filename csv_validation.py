@@ -28,13 +28,19 @@ those detections:
     detection, for the classes named person and head that have ground truth (--no_crowdhuman
     skips them);
   * COCO AP/AR, the twelve numbers, against the same ground truth (ignore regions as iscrowd;
-    --no_coco skips them).
+    --no_coco skips them);
+  * with --odgt and person-triplet detections (a model trained with --person_triplets, which
+    needs no --crowdhuman_box, or a detections.jsonl of one): AP, MR^-2 and JI of the full-body,
+    visible-body and head boxes each, AP and MR^-2 of body-head pairs (a detection matches a
+    person when its full body and head both reach IoU > 0.5 with that person's), and the recall
+    of people whose full body overlaps another's at IoU > 0.5 (in metrics.json: person_triplets).
 
 Writes into --output_dir (default ./val_results): detections.jsonl (when a model ran),
 coco_results.json (image id = image index + 1, category id = class index + 1, the ids of
 build_annotations_file.py's JSON), metrics.json and <class>_precision_recall.png per class.
 """
 import argparse
+import json
 import os
 
 from retinanet.cli import add_class_list_argument, resolve_device, run_cli
@@ -50,7 +56,14 @@ from retinanet.evaluation.odgt_ground_truth import (
     read_odgt_ground_truth,
     resolve_image_sizes,
 )
+from retinanet.evaluation.person_triplets import (
+    evaluate_person_triplets,
+    format_person_triplets,
+    metrics_document,
+    read_people_ground_truth,
+)
 from retinanet.hub import load_model
+from retinanet.io_utils import write_json
 from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths
 from retinanet.validation_scripts import (
     CROWDHUMAN_MAX_DETECTIONS,
@@ -101,7 +114,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_common_args(args)
     if bool(args.csv_val) == bool(args.odgt):
         raise UserError("give either --csv_val (CSV annotations) or --odgt (CrowdHuman annotations)")
-    if args.odgt and not args.crowdhuman_box:
+    if args.odgt and not args.crowdhuman_box and not args.model_path:
         raise UserError("--odgt needs --crowdhuman_box full|visible|head (the box the detector finds)")
     if args.odgt and args.model_path and not args.images_dir:
         raise UserError("--odgt with --model_path needs --images_dir (the images to run the model on)")
@@ -122,6 +135,10 @@ def main(args: argparse.Namespace) -> dict:
         model, class_names = load_model(args.model_path, class_names, args.depth,
                                         score_threshold=model_score_threshold, max_detections=max_detections)
     class_names = class_names or list(CROWDHUMAN_CLASSES)
+    if args.odgt and not args.crowdhuman_box:
+        if not model.person_triplets:
+            raise UserError("--odgt needs --crowdhuman_box full|visible|head (the box the detector finds)")
+        args.crowdhuman_box = "full"  # a triplet's main box; every kind is scored below
 
     transform = Transform(args.min_side, args.max_side)
     if args.csv_val:
@@ -164,13 +181,31 @@ def main(args: argparse.Namespace) -> dict:
         settings.update(run_settings)
 
     coco_gt = None if args.no_coco else coco_ground_truth(dataset_ground_truths(dataset), class_names, names)
-    return evaluate_and_report(
+    metrics = evaluate_and_report(
         detections, dataset, names, args.output_dir,
         iou_threshold=args.iou_threshold, score_threshold=args.score_threshold,
         crowdhuman=not args.no_crowdhuman, coco_gt=coco_gt,
         coco_image_ids=range(1, len(dataset) + 1), coco_category_ids=range(1, len(class_names) + 1),
         save_detections=model is not None, settings=settings,
     )
+    if args.odgt and not args.no_crowdhuman and any("head_boxes" in record for record in detections):
+        metrics["person_triplets"] = report_person_triplets(detections, args.odgt, dataset, args.output_dir)
+    return metrics
+
+
+def report_person_triplets(detections, odgt: str, dataset, output_dir: str) -> dict:
+    """Person-triplet detections: every box kind, the body-head pairs and the overlapped people,
+    printed and added to metrics.json (``retinanet.evaluation.person_triplets``)."""
+    truth = read_people_ground_truth(odgt)
+    sizes = [dataset.image_size(index) for index in range(len(dataset))]
+    results = evaluate_person_triplets(detections, truth, sizes)
+    print(format_person_triplets(results))
+    document = metrics_document(results)
+    path = os.path.join(output_dir, "metrics.json")
+    with open(path, encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    write_json(path, {**metrics, "person_triplets": document})
+    return document
 
 
 if __name__ == "__main__":

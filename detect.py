@@ -9,7 +9,8 @@ Usage:
 Writes into --output_dir:
     detections.jsonl  one JSON record per image ({"file", "height", "width", ...}) or video frame
                       ({"frame", "time_s", ...}) with "boxes" ([[x1, y1, x2, y2], ...] original pixels),
-                      "scores", "labels" (class indices) and "classes" (class names)
+                      "scores", "labels" (class indices) and "classes" (class names); a person-triplet
+                      model writes "full", "visible" and "head" boxes per person in place of "boxes"
     summary.json      counts, throughput (images/s or frames/s), unreadable files, settings
     annotated images  under the same relative paths as the inputs (not with --no_images), or
     <video name>.mp4 / .avi  the annotated video
@@ -41,6 +42,7 @@ from retinanet.data import Transform, read_class_list, read_image, read_image_si
 from retinanet.data.image_sources import InputSpec, VideoInfo, make_batches, read_frames, resolve_input
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
+from retinanet.evaluation.detection_files import TRIPLET_FIELDS, TRIPLET_RECORD_KEYS
 from retinanet.hub import load_model
 from retinanet.io_utils import atomic_open, write_json
 from retinanet.visualization import class_colours, draw_detections, select_detections, write_image
@@ -81,9 +83,20 @@ def class_indices(names: Optional[Sequence[str]], class_names: Sequence[str]) ->
 
 
 def detection_record(detections: Dict[str, np.ndarray], class_names: Sequence[str]) -> dict:
-    """The JSON fields of one image's detections; boxes rounded to 0.01 px, scores to 1e-4."""
+    """The JSON fields of one image's detections; boxes rounded to 0.01 px, scores to 1e-4.
+
+    A person-triplet model's record has "full", "visible" and "head" boxes (one of each per person)
+    in place of "boxes".
+    """
+    def rounded(boxes: np.ndarray) -> list:
+        return np.round(boxes.astype(np.float64), 2).tolist()
+
+    if "head_boxes" in detections:
+        boxes = {field: rounded(detections[key]) for field, key in zip(TRIPLET_FIELDS, TRIPLET_RECORD_KEYS)}
+    else:
+        boxes = {"boxes": rounded(detections["boxes"])}
     return {
-        "boxes": np.round(detections["boxes"].astype(np.float64), 2).tolist(),
+        **boxes,
         "scores": np.round(detections["scores"].astype(np.float64), 4).tolist(),
         "labels": detections["labels"].astype(int).tolist(),
         "classes": [class_names[label] for label in detections["labels"].tolist()],

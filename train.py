@@ -434,13 +434,13 @@ def check_resumable(path: str, resume, args: argparse.Namespace, class_names, wo
         raise UserError(f"--resume {path}: not a training checkpoint of train.py (use --model_path to start "
                         "from plain weights)")
     restart = "or start a new run from its weights with --model_path"
+    if bool(resume["model_args"].get("person_triplets")) != args.person_triplets:
+        was = "with" if resume["model_args"].get("person_triplets") else "without"
+        raise UserError(f"--resume {path}: trained {was} --person_triplets (resume {was} it, {restart})")
     if list(resume["class_names"]) != list(class_names):
         raise UserError(f"--resume {path}: trained on classes {resume['class_names']}, the class list has "
                         f"{list(class_names)} ({restart})")
     trained = resume["args"]
-    if bool(resume["model_args"].get("person_triplets")) != args.person_triplets:
-        was = "with" if resume["model_args"].get("person_triplets") else "without"
-        raise UserError(f"--resume {path}: trained {was} --person_triplets (resume {was} it, {restart})")
     for flag in ("depth", "feature_size"):
         if resume["model_args"][flag] != getattr(args, flag):
             raise UserError(f"--resume {path}: trained with --{flag} {resume['model_args'][flag]}, the flags say "

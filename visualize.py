@@ -1,14 +1,17 @@
-r"""Draw ground truth and detections side by side for the first images of a CSV or COCO set.
+r"""Draw ground truth and detections side by side for the first images of a CSV, COCO or CrowdHuman set.
 
 Usage:
     python visualize.py --dataset csv --csv_classes ./class_names/crowdhuman.csv \
         --csv_val ./data/CrowdHuman/valid_annotations.csv --model_path weights/crowdhuman_resnet50.pt
     python visualize.py --dataset coco --coco_path ./data/COCO2017 \
         --model ./weights/coco_resnet_50_map_0_335_state_dict.pt
+    python visualize.py --dataset crowdhuman --crowdhuman_path ./data/CrowdHuman --model_path weights/best.pt
 
 Writes one picture per image, ``<output_dir>/<index>_<image name>.jpg``: the ground truth on the
 left (boxes coloured by class, ignore regions hatched inside a dashed border), the detections
-scoring at least --score_threshold on the right (``class score`` captions). Headless by default;
+scoring at least --score_threshold on the right (``class score`` captions). A person-triplet model's
+people (and the ground truth of --dataset crowdhuman for it) are drawn with their full-body,
+visible-body (thin line) and head boxes in one colour per person. Headless by default;
 --show also opens each picture in a window when a display is available.
 """
 import argparse
@@ -27,7 +30,15 @@ from retinanet.cli import (
     resolve_precision_arguments,
     run_cli,
 )
-from retinanet.data import CocoDataset, CSVDataset, Transform, make_loader, read_class_list, read_image
+from retinanet.data import (
+    CocoDataset,
+    CrowdHumanDataset,
+    CSVDataset,
+    Transform,
+    make_loader,
+    read_class_list,
+    read_image,
+)
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
 from retinanet.hub import load_model
@@ -46,8 +57,12 @@ from retinanet.visualization import (
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["csv", "coco"], required=True,
-                        help="annotation format: csv (--classes, --csv_val) or coco (--coco_path)")
+    parser.add_argument("--dataset", choices=["csv", "coco", "crowdhuman"], required=True,
+                        help="annotation format: csv (--classes, --csv_val), coco (--coco_path) or crowdhuman "
+                             "(--crowdhuman_path, its odgt files)")
+    parser.add_argument("--crowdhuman_path", help="CrowdHuman root (annotation_val.odgt, CrowdHuman_val/Images)")
+    parser.add_argument("--crowdhuman_split", choices=["train", "val"], default="val",
+                        help="CrowdHuman split to draw (default: %(default)s)")
     parser.add_argument("--coco_path", help="COCO root with annotations/ and images/ (or <set_name>/)")
     parser.add_argument("--set_name", default="val2017", help="COCO set to draw (default: %(default)s)")
     parser.add_argument("--csv_val", help="annotation csv of the images to draw, for --dataset csv")
@@ -68,8 +83,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_dataset(args: argparse.Namespace):
+def build_dataset(args: argparse.Namespace, person_triplets: bool = False):
     transform = Transform(args.min_side, args.max_side)
+    if args.dataset == "crowdhuman":
+        if not args.crowdhuman_path:
+            raise UserError("--dataset crowdhuman needs --crowdhuman_path")
+        return CrowdHumanDataset(args.crowdhuman_path, args.crowdhuman_split, person_triplets, transform=transform)
     if args.dataset == "csv":
         if not args.classes or not args.csv_val:
             raise UserError("--dataset csv needs --classes (or --csv_classes) and --csv_val")
@@ -90,10 +109,15 @@ def picture_name(index: int, image_path: str) -> str:
 def main(args: argparse.Namespace) -> dict:
     check_counts(args, positive=("num_images",))
     check_inference_arguments(args)
-    dataset = build_dataset(args)
+    if args.dataset == "crowdhuman":
+        # the model says what to read: people as triplets, or the person and head boxes
+        model, class_names = load_model(args.model_path, depth=args.depth, score_threshold=args.score_threshold)
+        dataset = build_dataset(args, model.person_triplets)
+    else:
+        dataset = build_dataset(args)
+        model, class_names = load_model(args.model_path, class_names=dataset.class_names, depth=args.depth,
+                                        score_threshold=args.score_threshold)
     device = resolve_device(args.device)
-    model, class_names = load_model(args.model_path, class_names=dataset.class_names, depth=args.depth,
-                                    score_threshold=args.score_threshold)
     model = model.to(device)
     precision = resolve_precision_arguments(args, device)
     print(precision.describe())

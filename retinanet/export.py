@@ -12,7 +12,8 @@ Outputs, one row per detection of the whole batch, grouped by image and by desce
 within an image:
 
 - ``boxes``: (D, 4) float32 x1y1x2y2 in pixels of ``images``, clipped to (W, H); divide by the
-  resize scale to return to the original image.
+  resize scale to return to the original image. A person-triplet model's are (D, 12): each
+  person's full body, visible body and head in columns 0-3, 4-7 and 8-11 (metadata ``boxes``).
 - ``scores``: (D,) float32; ``labels``: (D,) int64 class index; ``batch_index``: (D,) int64.
 """
 import contextlib
@@ -28,7 +29,8 @@ from torchvision.ops import box_iou
 from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_path
-from retinanet.postprocess import split_by_image
+from retinanet.model import PERSON_BOX_KINDS
+from retinanet.postprocess import TRIPLET_BOX_KEYS, split_by_image
 
 ONNX_OPSET = 17
 INPUT_NAMES = ["images", "score_threshold"]
@@ -64,14 +66,15 @@ class ExportableRetinaNet(nn.Module):
         self.model = model.eval()
 
     def forward(self, images: torch.Tensor, score_threshold: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """images (B, 3, H, W), score_threshold () -> boxes (D, 4), scores (D,), labels (D,), batch_index (D,)."""
+        """images (B, 3, H, W), score_threshold () -> boxes (D, 4) (person triplets: (D, 12)), scores (D,),
+        labels (D,), batch_index (D,)."""
         return self.model.flat_detections(images, score_threshold, candidates_per_detection=None)
 
 
 def graph_outputs_by_image(outputs: Sequence, batch_size: int) -> List[Dict[str, np.ndarray]]:
     """Flat graph outputs (boxes, scores, labels, batch_index), grouped by image -> per image
-    {"boxes", "scores", "labels"} as numpy arrays. Accepts tensors (TorchScript, eager) or numpy
-    arrays (onnxruntime)."""
+    {"boxes", "scores", "labels"} as numpy arrays (person triplets: also "visible_boxes", "head_boxes").
+    Accepts tensors (TorchScript, eager) or numpy arrays (onnxruntime)."""
     tensors = [torch.as_tensor(output).detach().cpu() for output in outputs]
     return [{key: value.numpy() for key, value in image.items()}
             for image in split_by_image(*tensors, batch_size=batch_size)]
@@ -83,10 +86,12 @@ def compare_detections(
     score_threshold: float,
     nms_iou_threshold: float,
     max_detections: int,
+    suppression_key: str = "boxes",
 ) -> Dict[str, object]:
     """Match two detection sets of one image by label, box (BOX_TOLERANCE_PX) and score (SCORE_TOLERANCE).
 
-    reference, candidate: {"boxes": (N, 4), "scores": (N,), "labels": (N,)}. Matching is by set
+    reference, candidate: {"boxes": (N, 4), "scores": (N,), "labels": (N,)}, and a person triplet's
+    "visible_boxes" and "head_boxes" (all three must agree); suppression_key: the boxes NMS compared. Matching is by set
     because near-tied scores may swap order. A detection without a partner counts as a near tie
     (not a failure) when score differences inside the tolerance explain it:
     - NMS kept the other one of two overlapping same-class boxes scoring within the tolerance;
@@ -97,14 +102,18 @@ def compare_detections(
     Returns counts, unexplained unmatched detections per side, near ties, and the largest box and
     score differences between matched detections.
     """
-    ref_boxes, cand_boxes = reference["boxes"].astype(np.float64), candidate["boxes"].astype(np.float64)
+    # Every box of a detection (a person triplet's three) must agree; NMS compared the suppression box.
+    keys = [key for key in TRIPLET_BOX_KEYS if key in reference]
+    ref_boxes = np.concatenate([reference[key] for key in keys], axis=1).astype(np.float64)  # (N, 4 S)
+    cand_boxes = np.concatenate([candidate[key] for key in keys], axis=1).astype(np.float64)  # (M, 4 S)
     ref_scores, cand_scores = reference["scores"].astype(np.float64), candidate["scores"].astype(np.float64)
     box_diff = np.abs(ref_boxes[:, None, :] - cand_boxes[None, :, :]).max(axis=2, initial=0.0)  # (N, M)
     score_diff = np.abs(ref_scores[:, None] - cand_scores[None, :])  # (N, M)
     same_label = reference["labels"][:, None] == candidate["labels"][None, :]
     matches = same_label & (score_diff <= SCORE_TOLERANCE) & (box_diff <= BOX_TOLERANCE_PX)
-    overlapping = same_label & (box_iou(torch.from_numpy(ref_boxes), torch.from_numpy(cand_boxes)).numpy()
-                                > nms_iou_threshold)  # (N, M)
+    nms_ref = torch.from_numpy(reference[suppression_key].astype(np.float64))
+    nms_cand = torch.from_numpy(candidate[suppression_key].astype(np.float64))
+    overlapping = same_label & (box_iou(nms_ref, nms_cand).numpy() > nms_iou_threshold)  # (N, M)
     swapped = overlapping & (score_diff <= SCORE_TOLERANCE)
 
     def at_a_cutoff(scores: np.ndarray, other_scores: np.ndarray) -> np.ndarray:
@@ -209,6 +218,8 @@ def export_onnx(
             "default_score_threshold": str(model.score_threshold),
             "nms_iou_threshold": str(model.nms_iou_threshold),
             "max_detections_per_image": str(model.max_detections),
+            "boxes": ("person triplets: full, visible, head x1y1x2y2 in columns 0-3, 4-7, 8-11; NMS on the "
+                      f"{model.suppression_box} box") if model.person_triplets else "x1y1x2y2",
         })
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
@@ -297,6 +308,9 @@ def check_parity(
     Returns one row per (trial, threshold, image): ``compare_detections`` plus input and threshold.
     """
     generator = torch.Generator().manual_seed(seed)
+    suppression_key = "boxes"
+    if model.person_triplets:
+        suppression_key = TRIPLET_BOX_KEYS[PERSON_BOX_KINDS.index(model.suppression_box)]
     rows = []
     for batch_size, height, width in input_sizes:
         images = torch.randn(batch_size, 3, height, width, generator=generator)
@@ -305,7 +319,7 @@ def check_parity(
             got = runner(images.numpy(), threshold)
             for index, (ref, cand) in enumerate(zip(expected, got)):
                 comparison = compare_detections(
-                    ref, cand, threshold, model.nms_iou_threshold, model.max_detections)
+                    ref, cand, threshold, model.nms_iou_threshold, model.max_detections, suppression_key)
                 rows.append({"input": f"{batch_size}x3x{height}x{width}", "image": index,
                              "score_threshold": threshold, **comparison})
     return rows

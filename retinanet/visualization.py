@@ -64,10 +64,7 @@ def draw_boxes(
     colours = class_colours(len(class_names)) if colours is None else colours
     thickness = line_thickness(image)
     order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(labels))
-    corners = np.round(np.asarray(boxes, dtype=np.float64)).astype(np.int64).reshape(-1, 4)
-    # A line at x = W or y = H would fall outside the image: boxes clipped to the border keep their edge.
-    corners[:, 0::2] = corners[:, 0::2].clip(0, image.shape[1] - 1)
-    corners[:, 1::2] = corners[:, 1::2].clip(0, image.shape[0] - 1)
+    corners = _pixel_corners(boxes, image)
     for i in order:
         x1, y1, x2, y2 = corners[i].tolist()
         label = int(labels[i])
@@ -76,6 +73,46 @@ def draw_boxes(
         text = class_names[label] if scores is None else f"{class_names[label]} {float(scores[i]):.2f}"
         _caption(image, text, x1, y1, colour, thickness)
     return image
+
+
+def draw_people(
+    image: np.ndarray,
+    full: np.ndarray,
+    visible: np.ndarray,
+    head: np.ndarray,
+    scores: Optional[np.ndarray] = None,
+    name: str = "person",
+) -> np.ndarray:
+    """Draw each person's full-body, visible-body and head boxes in one colour of its own.
+
+    full, visible, head: (N, 4) x1y1x2y2 pixels of ``image``, row n the same person; scores: (N,) or
+    None (ground truth). The full body is drawn solid with the caption, the visible body with a thin
+    line inside it, the head solid: people standing one behind the other stay told apart by colour.
+    Lower scores are drawn first.
+    """
+    image = image.copy()
+    if len(full) == 0:
+        return image
+    colours = class_colours(len(full))
+    thickness = line_thickness(image)
+    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(full))
+    corners = [_pixel_corners(boxes, image) for boxes in (full, visible, head)]
+    for i in order.tolist():
+        colour = tuple(int(c) for c in colours[i])
+        for kind, width in zip(corners, (thickness, max(1, thickness // 2), thickness)):
+            x1, y1, x2, y2 = kind[i].tolist()
+            cv2.rectangle(image, (x1, y1), (x2, y2), colour, width)
+        text = name if scores is None else f"{name} {float(scores[i]):.2f}"
+        _caption(image, text, int(corners[0][i, 0]), int(corners[0][i, 1]), colour, thickness)
+    return image
+
+
+def _pixel_corners(boxes: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """(N, 4) boxes -> int corners inside the image (a line at x = W or y = H would fall outside it)."""
+    corners = np.round(np.asarray(boxes, dtype=np.float64)).astype(np.int64).reshape(-1, 4)
+    corners[:, 0::2] = corners[:, 0::2].clip(0, image.shape[1] - 1)
+    corners[:, 1::2] = corners[:, 1::2].clip(0, image.shape[0] - 1)
+    return corners
 
 
 def draw_ignore_regions(
@@ -117,14 +154,22 @@ def draw_ignore_regions(
 
 def draw_annotation(image: np.ndarray, annotation: Dict[str, np.ndarray], class_names: Sequence[str],
                     colours: Optional[np.ndarray] = None) -> np.ndarray:
-    """Ground truth: ignore regions first, then boxes. annotation as ``DetectionDataset.annotations``."""
+    """Ground truth: ignore regions first, then boxes (person triplets: ``draw_people``). annotation as
+    ``DetectionDataset.annotations``."""
     image = draw_ignore_regions(image, annotation["ignore"], annotation["ignore_labels"], class_names)
+    if "head_boxes" in annotation:
+        return draw_people(image, annotation["boxes"], annotation["visible_boxes"], annotation["head_boxes"],
+                           name=class_names[0])
     return draw_boxes(image, annotation["boxes"], annotation["labels"], class_names, colours=colours)
 
 
 def draw_detections(image: np.ndarray, detections: Dict[str, np.ndarray], class_names: Sequence[str],
                     colours: Optional[np.ndarray] = None) -> np.ndarray:
-    """detections: {"boxes": (D, 4), "scores": (D,), "labels": (D,)} in pixels of ``image``."""
+    """detections: {"boxes": (D, 4), "scores": (D,), "labels": (D,)} in pixels of ``image``; a person-triplet
+    model's also "visible_boxes" and "head_boxes", drawn per person (``draw_people``)."""
+    if "head_boxes" in detections:
+        return draw_people(image, detections["boxes"], detections["visible_boxes"], detections["head_boxes"],
+                           detections["scores"], class_names[0])
     return draw_boxes(image, detections["boxes"], detections["labels"], class_names, detections["scores"],
                       colours)
 

@@ -4,6 +4,11 @@ Our format, one JSON object per image::
 
     {"image": "<name>", "boxes": [[x1, y1, x2, y2], ...], "scores": [...], "labels": ["<class>", ...]}
 
+A person-triplet model's record has its three boxes per person in place of ``boxes``::
+
+    {"image": "<name>", "full": [[x1, y1, x2, y2], ...], "visible": [...], "head": [...],
+     "scores": [...], "labels": ["person", ...]}
+
 Boxes and scores are written as the shortest decimals that read back to the same
 float32 values, and ``read_detections`` returns them as float32, so detections from
 the model (float32) survive a round trip bit for bit and re-evaluation gives the same
@@ -37,6 +42,9 @@ from retinanet.evaluation.crowdhuman import record_image_size
 from retinanet.io_utils import atomic_open
 
 PathLike = Union[str, os.PathLike]
+# A person-triplet record's JSON fields and the detection keys they hold (evaluation.person_triplets).
+TRIPLET_FIELDS = ("full", "visible", "head")
+TRIPLET_RECORD_KEYS = ("boxes", "visible_boxes", "head_boxes")
 
 
 def _number_text(values: np.ndarray) -> "list[str]":
@@ -71,13 +79,23 @@ def write_detections_jsonl(
                 raise ValueError(f"detections of {image_name!r} hold a non-finite box or score")
             if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
                 raise ValueError(f"detections of {image_name!r} have labels outside [0, {len(names)})")
-            boxes_json = "[" + ",".join("[" + ",".join(row) + "]" for row in _number_text(boxes)) + "]"
+            boxes_json = f'"boxes":{_boxes_json(boxes)}'
+            if "head_boxes" in record:
+                triplet = [np.asarray(record[key], dtype=np.float32).reshape(-1, 4) for key in TRIPLET_RECORD_KEYS]
+                if not all(len(kind) == len(boxes) and np.isfinite(kind).all() for kind in triplet[1:]):
+                    raise ValueError(f"detections of {image_name!r}: visible and head boxes must be (D, 4) finite "
+                                     "like the full boxes")
+                boxes_json = ",".join(f'"{field}":{_boxes_json(kind)}' for field, kind in zip(TRIPLET_FIELDS, triplet))
             scores_json = "[" + ",".join(_number_text(scores)) + "]"
             labels_json = json.dumps(names[labels].tolist())
             handle.write(
-                f'{{"image":{json.dumps(image_name)},"boxes":{boxes_json},"scores":{scores_json},'
+                f'{{"image":{json.dumps(image_name)},{boxes_json},"scores":{scores_json},'
                 f'"labels":{labels_json}}}\n'
             )
+
+
+def _boxes_json(boxes: np.ndarray) -> str:
+    return "[" + ",".join("[" + ",".join(row) + "]" for row in _number_text(boxes)) + "]"
 
 
 def _empty(dtype) -> dict:
@@ -107,14 +125,15 @@ def _parse_ours(record: dict, class_index: dict) -> "tuple[str, dict]":
     image = record.get("image")
     if not isinstance(image, str):
         raise ValueError('"image" must be a string')
-    for key in ("boxes", "scores", "labels"):
+    box_fields = TRIPLET_FIELDS if "full" in record else ("boxes",)
+    for key in (*box_fields, "scores", "labels"):
         if not isinstance(record.get(key), list):
             raise ValueError(f'"{key}" must be a list')
-    boxes = _numeric(record["boxes"], '"boxes"', np.float32)
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError('"boxes" must be a list of [x1, y1, x2, y2]')
+    kinds = [_box_list(record[field], field) for field in box_fields]
+    boxes = kinds[0]
+    if any(len(kind) != len(boxes) for kind in kinds):
+        raise ValueError(f'{", ".join(str(len(kind)) for kind in kinds)} {"/".join(box_fields)} boxes: one of each '
+                         "per person")
     scores = _numeric(record["scores"], '"scores"', np.float32)
     if scores.ndim != 1 or len(scores) != len(boxes) or len(record["labels"]) != len(boxes):
         raise ValueError(
@@ -122,8 +141,20 @@ def _parse_ours(record: dict, class_index: dict) -> "tuple[str, dict]":
             "the counts must be equal"
         )
     labels = _class_indices(record["labels"], class_index)
-    _check_boxes(boxes, "box")
-    return image, {"boxes": boxes, "scores": scores, "labels": labels}
+    for field, kind in zip(box_fields, kinds):
+        _check_boxes(kind, "box" if field == "boxes" else f"{field} box")
+    parsed = dict(zip(TRIPLET_RECORD_KEYS, kinds))
+    parsed.update(scores=scores, labels=labels)
+    return image, parsed
+
+
+def _box_list(values: list, field: str) -> np.ndarray:
+    boxes = _numeric(values, f'"{field}"', np.float32)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f'"{field}" must be a list of [x1, y1, x2, y2]')
+    return boxes
 
 
 def _class_indices(names: list, class_index: dict) -> np.ndarray:
@@ -284,9 +315,15 @@ def read_detection_file(
             f"{path}:{line_number}: detections for image {image!r}, which is not in the ground truth "
             f"({len(unknown)} such record{'s' if len(unknown) > 1 else ''})"
         )
-    return DetectionFile(
-        [record if record is not None else _empty(np.float32) for record in detections], sizes
-    )
+    empty = _empty(np.float32)
+    if any(record is not None and "head_boxes" in record for record in detections):
+        empty.update({key: np.zeros((0, 4), np.float32) for key in TRIPLET_RECORD_KEYS})
+        plain = next((i for i, record in enumerate(detections) if record is not None and "head_boxes" not in record),
+                     None)
+        if plain is not None:
+            raise UserError(f"{path}:{first_line[plain]}: a record with \"boxes\" among person-triplet records "
+                            "(\"full\", \"visible\", \"head\"): one file holds one kind")
+    return DetectionFile([record if record is not None else dict(empty) for record in detections], sizes)
 
 
 def read_detections(
