@@ -1,9 +1,9 @@
 """People in crowds: the plain two-class RetinaNet against the person-triplet variant, same data and budget.
 
 Usage:
-    python benchmarks/bench_crowd.py                                     # README's table (about 35 min on 2 cores)
-    python benchmarks/bench_crowd.py --num_train 24 --num_val 8 --epochs 1   # a quick run of every step
-    python benchmarks/bench_crowd.py --reuse                             # score the trained models again
+    python benchmarks/bench_crowd.py                       # README's table (about 35 min on 2 cores)
+    python benchmarks/bench_crowd.py --num_train 24 --num_val 8 --epochs 1      # every step, quickly
+    python benchmarks/bench_crowd.py --reuse               # score the trained models again
 
 Data: a dense synthetic CrowdHuman nobody tuned for (tools/make_synthetic_crowdhuman.py --crowd dense,
 seed 20261201, 640x480; about 20 people and 3 full-body pairs at IoU > 0.5 per image). Three models
@@ -20,10 +20,13 @@ All are scored on the validation odgt by the official-exact CrowdHuman code
 (retinanet.evaluation.person_triplets): full-body AP / MR^-2 / JI (plain: its person class), visible
 AP / MR^-2 (plain: the visible model), head AP / MR^-2 (plain: the full model's head class), the
 body-head pair protocol (triplets only: a plain model does not pair its boxes), and the recall of
-people whose full body overlaps another's at IoU > 0.5, all from every detection scoring > 0.01. Speed:
-training images/s (train.py's mean over epochs) and inference images/s of the network and
-post-processing on one batch of 4 validation images (best of 5). The triplet model is also scored with
-NMS on each of its three boxes. Prints the tables and writes benchmarks/results/bench_crowd.json.
+people whose full body overlaps another's at IoU > 0.5, all from every detection scoring > 0.01. Speed,
+measured side by side in this process with the models taking turns: training images/s (one step on
+a batch of 4 training images: forward, loss, backward, Adam, at train.py's default precision; best
+of 4) and inference images/s (network and post-processing on a batch of 4 validation images, fp32,
+best of 5). train.py's own images/s of each run is in the JSON, noisy when other jobs share the CPU.
+The triplet model is also scored with NMS on each of its three boxes. Prints the tables and writes
+benchmarks/results/bench_crowd.json.
 """
 import argparse
 import json
@@ -53,6 +56,8 @@ from retinanet.evaluation.person_triplets import (  # noqa: E402
 from retinanet.hub import load_model  # noqa: E402
 from retinanet.io_utils import write_json  # noqa: E402
 from retinanet.model import PERSON_BOX_KINDS as MODEL_BOX_KINDS  # noqa: E402
+from retinanet.precision import resolve_precision  # noqa: E402
+from retinanet.training import build_optimizer  # noqa: E402
 from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, predict_dataset  # noqa: E402
 
 SEED = 20261201
@@ -117,25 +122,62 @@ def train(args, work: Path, data: Path, name: str) -> dict:
     return {"checkpoint": str(checkpoint), "train_images_per_second": images / seconds, "seconds": seconds}
 
 
-def inference_speed(model, dataset, repeats: int = 5) -> float:
-    """Images/s of the network and post-processing on one batch of 4 validation images, best of ``repeats``."""
+def inference_speeds(checkpoints: dict, dataset, repeats: int = 5) -> dict:
+    """Images/s of each model's network and post-processing on one batch of 4 validation images (fp32),
+    the models taking turns, best of ``repeats`` each."""
     images, _, metas = collate_batch([dataset[index] for index in range(min(4, len(dataset)))])
     sizes, scales = [m["image_size"] for m in metas], [m["scale"] for m in metas]
-    model(images, image_sizes=sizes, image_scales=scales)  # warm-up: allocations, anchors
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(images, image_sizes=sizes, image_scales=scales)
-        best = min(best, time.perf_counter() - start)
-    return len(metas) / best
+    models = {name: load_model(checkpoint, score_threshold=EVAL_SCORE_THRESHOLD,
+                               max_detections=EVAL_MAX_DETECTIONS)[0] for name, checkpoint in checkpoints.items()}
+    best = {name: float("inf") for name in models}
+    for turn in range(repeats + 1):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(images, image_sizes=sizes, image_scales=scales)
+            if turn:  # the first turn warms up allocations and the anchor cache
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: len(metas) / seconds for name, seconds in best.items()}
 
 
-def detect(checkpoint: str, dataset, args, **settings) -> "tuple[list, float]":
+def training_speed(checkpoints: dict, dataset, repeats: int = 4) -> dict:
+    """Training images/s of each model on the same batch of 4 training images, measured in turns.
+
+    One step: forward, losses, backward and an Adam step at train.py's default precision. The plain
+    models get the batch's people as class 0 and their valid heads as class 1, the boxes they train on.
+    The models take turns (best of ``repeats`` each), so load on the machine hits them alike.
+    """
+    images, targets, _ = collate_batch([dataset[index] for index in range(min(4, len(dataset)))])
+    plain_targets = [{"boxes": torch.cat([t["boxes"], t["head_boxes"][t["head_valid"]]]),
+                      "labels": torch.cat([torch.zeros(len(t["boxes"]), dtype=torch.int64),
+                                           torch.ones(int(t["head_valid"].sum()), dtype=torch.int64)]),
+                      "ignore": t["ignore"], "ignore_labels": t["ignore_labels"]} for t in targets]
+    precision = resolve_precision("auto", torch.device("cpu"))
+    runs = {}
+    for name, checkpoint in checkpoints.items():
+        model, _ = load_model(checkpoint)
+        model.train()
+        runs[name] = (model, build_optimizer(model, "adam", 1e-4, 0.0), targets if model.person_triplets
+                      else plain_targets)
+    best = {name: float("inf") for name in runs}
+    for turn in range(repeats + 1):
+        for name, (model, optimizer, batch_targets) in runs.items():
+            start = time.perf_counter()
+            with precision.autocast(torch.device("cpu")):
+                losses = model(images, batch_targets)
+            optimizer.zero_grad(set_to_none=True)
+            (losses["classification"] + losses["regression"]).backward()
+            optimizer.step()
+            if turn:  # the first turn warms up allocations and the anchor cache
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: len(images) / seconds for name, seconds in best.items()}
+
+
+def detect(checkpoint: str, dataset, args, **settings) -> list:
     model, _ = load_model(checkpoint, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS,
                           **settings)
     detections, _ = predict_dataset(model, dataset, torch.device("cpu"), batch_size=4, workers=args.workers,
                                     description=os.path.basename(os.path.dirname(checkpoint)))
-    return detections, inference_speed(model, dataset)
+    return detections
 
 
 def score_plain(detections: dict, truth, sizes) -> dict:
@@ -159,7 +201,7 @@ def format_row(label: str, row: dict, speed: dict) -> str:
     return (f"{label:<18}{cell('full', 'ap')}{cell('full', 'mr')}{cell('full', 'ji')}  {cell('visible', 'ap')}"
             f"{cell('visible', 'mr')}  {cell('head', 'ap')}{cell('head', 'mr')}  {cell('pairs', 'ap')}"
             f"{cell('pairs', 'mr')}  {cell('overlapped', 'overlapped_recall', 8)}  "
-            f"{speed.get('train', float('nan')):6.2f} {speed.get('infer', float('nan')):6.2f}")
+            + "".join(f"{speed[key]:6.2f} " if key in speed else "     - " for key in ("train", "infer")))
 
 
 HEADER = ("model              full body AP  MR^-2     JI  visible AP  MR^-2   head AP  MR^-2   pairs AP  MR^-2  "
@@ -181,9 +223,14 @@ def main(args: argparse.Namespace) -> dict:
     sizes = [truth.image_sizes[i] or dataset.image_size(i) for i in range(len(dataset))]
 
     detections, speeds, rows = {}, {}, {}
+    train_set = CrowdHumanDataset(str(data), "train", person_triplets=True,
+                                  transform=Transform(args.min_side, args.min_side * 4 // 3))
+    checkpoints = {name: trained[name]["checkpoint"] for name in args.models}
+    train_speed, infer_speed = training_speed(checkpoints, train_set), inference_speeds(checkpoints, dataset)
     for name in args.models:
-        detections[name], infer = detect(trained[name]["checkpoint"], dataset, args)
-        speeds[name] = {"train": trained[name]["train_images_per_second"], "infer": infer}
+        detections[name] = detect(trained[name]["checkpoint"], dataset, args)
+        speeds[name] = {"train": train_speed[name], "infer": infer_speed[name],
+                        "train_run_images_per_second": trained[name]["train_images_per_second"]}
     plain = score_plain({k: v for k, v in detections.items() if k != "triplet"}, truth, sizes)
     if plain:
         rows["plain"] = plain
@@ -191,7 +238,7 @@ def main(args: argparse.Namespace) -> dict:
     if "triplet" in detections:
         rows["triplet"] = evaluate_person_triplets(detections["triplet"], truth, sizes)
         for box in MODEL_BOX_KINDS:
-            found, _ = detect(trained["triplet"]["checkpoint"], dataset, args, suppression_box=box)
+            found = detect(trained["triplet"]["checkpoint"], dataset, args, suppression_box=box)
             suppression[box] = evaluate_person_triplets(found, truth, sizes)
 
     print(f"\n{len(dataset)} validation images, {args.num_train} training images, {args.epochs} epochs, "

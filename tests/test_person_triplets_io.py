@@ -216,3 +216,20 @@ def test_export_script_checks_a_triplet_checkpoint_in_both_formats(tmp_path):
         "--model_path", checkpoint, "--output", str(tmp_path / "m.onnx"), "--torchscript", str(tmp_path / "m.ts"),
         "--sample_size", "64", "64", "--max_detections", "20"]))
     assert result is not None and os.path.isfile(tmp_path / "m.onnx") and os.path.isfile(tmp_path / "m.ts")
+
+
+def test_plain_crowdhuman_dataset_reads_what_the_converted_csv_holds(crowd):
+    import build_annotations_file
+    from retinanet.data import CrowdHumanDataset, CSVDataset
+
+    data = crowd / "data"
+    build_annotations_file.main(build_annotations_file.get_args_parser().parse_args(
+        ["--data_dir", str(data), "--output_dir", str(crowd / "csv"), "--body", "full"]))
+    from_odgt = CrowdHumanDataset(str(data), "val", person_triplets=False, body="full")
+    from_csv = CSVDataset(crowd / "csv" / "valid_annotations.csv", ["person", "head"])
+    assert len(from_odgt) == len(from_csv) == 3
+    for index in range(3):
+        assert os.path.samefile(from_odgt.image_path(index), from_csv.image_path(index))
+        ours, theirs = from_odgt.annotations(index), from_csv.annotations(index)
+        for key in ("boxes", "labels", "ignore", "ignore_labels"):
+            assert np.array_equal(ours[key], theirs[key]), key
