@@ -99,8 +99,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="one detection per person with its full-body, visible-body and head boxes "
                             "(--dataset crowdhuman); stored in the checkpoint")
     model.add_argument("--suppression_box", choices=PERSON_BOX_KINDS, default=DEFAULT_SUPPRESSION_BOX,
-                       help="person triplets: the box NMS compares (default %(default)s: people behind others "
-                            "overlap in full body, not in head)")
+                       help="person triplets: the box NMS compares (default %(default)s, the lowest MR^-2 on the "
+                            "crowd benchmark; head or visible keep more overlapped people)")
     model.add_argument("--model_path", help="start from these weights (any checkpoint this toolkit reads); "
                                             "classes are matched by name, new classes start from the prior")
     model.add_argument("--backbone_weights", help="ImageNet ResNet weights file for the backbone")

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from retinanet.box_coder import BoxCoder
+from retinanet.box_coder import BoxCoder, reference_boxes
 from retinanet.boxes import box_ioa, box_iou
 from retinanet.matcher import BETWEEN_THRESHOLDS, ignored_classes, match_anchors
 
@@ -36,7 +36,7 @@ def build_targets(
     targets: per image ``{"boxes": (N, 4), "labels": (N,), "ignore": (M, 4) optional,
     "ignore_labels": (M,) optional, -1 = every class}``; anchors: (A, 4). A person-triplet target
     also has "visible_boxes" (N, 4), "head_boxes" (N, 4) and "head_valid" (N,) bool; anchors are
-    matched by the full-body "boxes" and regress all three from the same anchor.
+    matched by the full-body "boxes" and regress all three, each from its ``reference_boxes`` box.
     Returns (anchor_labels (B, A) int64: class of the matched box, -1 for a non-positive anchor;
     anchor_weights (B, A) bool: False where the anchor is left out for every class (IoU between the
     thresholds, or inside an every-class ignore region); class_ignored (B, A, K) bool or None: True where
@@ -51,12 +51,13 @@ def build_targets(
         boxes, labels = target["boxes"], target["labels"]
         matched_idxs = match_anchors(box_iou(boxes, anchors), positive_threshold, negative_threshold)
         positive = matched_idxs >= 0
-        matched_box = matched_idxs.clamp(min=0)
         # (N, S, 4) every box an anchor regresses, and (N, S) whether each is trained
         kinds, kind_valid = _regressed_boxes(target, boxes_per_anchor)
+        matched_box = matched_idxs.clamp(min=0)
         if boxes.shape[0] > 0:
             anchor_labels = torch.where(positive, labels[matched_box], -1)
-            box_target = box_coder.encode(kinds[matched_box], anchors[:, None]).reshape(anchors.shape[0], -1)
+            box_target = box_coder.encode(kinds[matched_box], reference_boxes(anchors, boxes_per_anchor))
+            box_target = box_target.reshape(anchors.shape[0], -1)
             box_weight = kind_valid[matched_box] & positive[:, None]
         else:
             anchor_labels = torch.full_like(matched_idxs, -1)

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torchvision.ops import batched_nms
 
-from retinanet.box_coder import BoxCoder
+from retinanet.box_coder import BoxCoder, reference_boxes
 from retinanet.boxes import clip_boxes
 
 # A person-triplet model's boxes, in the order of its box deltas (model.PERSON_BOX_KINDS): each
@@ -175,10 +175,17 @@ def _nms(
     labels = cand_labels[image_idx, column]
     deltas = cand_deltas[image_idx, column].float()
     boxes_per_anchor = deltas.shape[1] // 4
-    # (D, S, 4): every box of a candidate decoded from the same anchor, clipped to its image
-    boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4), cand_anchors[image_idx, column][:, None])
+    # (D, S, 4): every box of a candidate decoded from its anchor's reference boxes, clipped to its image
+    boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4),
+                             reference_boxes(cand_anchors[image_idx, column], boxes_per_anchor))
     boxes = clip_boxes(boxes, image_sizes[image_idx, 0, None], image_sizes[image_idx, 1, None])
+    compared = boxes[:, suppression_box]
+    if boxes_per_anchor > 1:
+        # A head regressed above the image clips to y2 < y1 = 0. ONNX's NMS reads such a box's corners
+        # the other way round, torchvision's gives it a negative area: as an empty box it overlaps
+        # nothing in both.
+        compared = torch.cat([compared[:, :2], torch.maximum(compared[:, 2:], compared[:, :2])], dim=1)
     # One NMS over the batch: each (image, class) pair is its own group.
-    keep = batched_nms(boxes[:, suppression_box], scores, image_idx * num_classes + labels, nms_iou_threshold)
+    keep = batched_nms(compared, scores, image_idx * num_classes + labels, nms_iou_threshold)
     boxes = boxes.reshape(-1, 4 * boxes_per_anchor)
     return image_idx[keep], boxes[keep], scores[keep], labels[keep]

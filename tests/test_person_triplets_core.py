@@ -2,7 +2,8 @@
 suppression box of NMS, the model's arguments and outputs, CrowdHuman annotations and overlapped recall.
 
 Every expected delta is computed here with the BoxCoder formula written out in plain Python floats
-(``hand_encode``), never with ``BoxCoder`` itself.
+(``hand_encode``), never with ``BoxCoder`` itself; a head is encoded from the head-sized box at the
+top of its anchor (``hand_head_prior``, box_coder.HEAD_PRIOR written out).
 """
 import math
 
@@ -34,6 +35,18 @@ def hand_encode(box, anchor):
     ax, ay = ax1 + aw / 2, ay1 + ah / 2
     gx, gy = gx1 + gw / 2, gy1 + gh / 2
     return [(gx - ax) / aw / STD[0], (gy - ay) / ah / STD[1], math.log(gw / aw) / STD[2], math.log(gh / ah) / STD[3]]
+
+
+def hand_head_prior(anchor):
+    """The head reference box of an anchor: centred across, centre 0.4 heights above the anchor's, 0.35 x 0.2 of it."""
+    x1, y1, x2, y2 = anchor
+    w, h = x2 - x1, y2 - y1
+    cx, cy = x1 + 0.5 * w, y1 + 0.1 * h
+    return (cx - 0.175 * w, cy - 0.1 * h, cx + 0.175 * w, cy + 0.1 * h)
+
+
+def hand_reference(kind, anchor):
+    return hand_head_prior(anchor) if kind == "head" else anchor
 
 
 def hand_iou(a, b):
@@ -103,17 +116,17 @@ def test_triplet_targets_of_people_one_behind_the_other():
         if person is None:
             continue
         for s, kind in enumerate(PERSON_BOX_KINDS):
-            expected = torch.tensor(hand_encode(PEOPLE[person][kind], anchor))
+            expected = torch.tensor(hand_encode(PEOPLE[person][kind], hand_reference(kind, anchor)))
             assert torch.allclose(box_targets[0, a, 4 * s:4 * s + 4], expected, atol=1e-5), (a, kind)
 
 
 def test_triplet_targets_spot_values():
     """A few deltas written out as numbers: the same formula can't hide a shared mistake here."""
     _, _, (_, _, _, box_targets, _) = build_triplet_targets()
-    # Anchor 0 is A's full box (also its visible box): both deltas zero; A's head (20, 10, 40, 30):
-    # centre (30, 20) vs (30, 60), size 20 x 20 vs 40 x 100.
+    # Anchor 0 is A's full box (also its visible box): both deltas zero. A's head (20, 10, 40, 30),
+    # centre (30, 20), 20 x 20, against the anchor's head prior: centre (30, 10 + 0.1 * 100), 14 x 20.
     assert box_targets[0, 0, :8].tolist() == [0.0] * 8
-    head = [0.0, -4.0, math.log(0.5) / 0.2, math.log(0.2) / 0.2]
+    head = [0.0, 0.0, math.log(20 / 14) / 0.2, 0.0]
     assert box_targets[0, 0, 8:].tolist() == pytest.approx(head, abs=1e-5)
     # Anchor 1 is B's full box (20, 10, 60, 110); B's visible strip (50, 10, 60, 110): centre x 55 vs 40.
     assert box_targets[0, 1, 4:8].tolist() == pytest.approx([3.75, 0.0, math.log(0.25) / 0.2, 0.0], abs=1e-5)
@@ -171,7 +184,8 @@ def nms_inputs():
     """One level, one image, one class: the anchors are the full boxes (zero full-body deltas) and the
     visible and head deltas are hand-encoded against them."""
     anchors = torch.tensor([person["full"] for person in NMS_PEOPLE])
-    deltas = torch.tensor([[0.0] * 4 + hand_encode(p["visible"], p["full"]) + hand_encode(p["head"], p["full"])
+    deltas = torch.tensor([[0.0] * 4 + hand_encode(p["visible"], p["full"])
+                           + hand_encode(p["head"], hand_head_prior(p["full"]))
                            for p in NMS_PEOPLE])[None]
     logits = torch.tensor(NMS_LOGITS)[None, :, None]
     return [logits], [deltas], [anchors]
@@ -221,7 +235,7 @@ def test_triplet_boxes_are_clipped_each_to_the_image():
     """Decoded boxes are clipped column group by column group: a head sticking out of a 100 x 55 image."""
     anchor = (10.0, 10.0, 50.0, 90.0)
     head = (40.0, 5.0, 70.0, 35.0)  # right edge 70 beyond the image width 55
-    deltas = torch.tensor([[[0.0] * 4 + hand_encode(anchor, anchor) + hand_encode(head, anchor)]])
+    deltas = torch.tensor([[[0.0] * 4 + hand_encode(anchor, anchor) + hand_encode(head, hand_head_prior(anchor))]])
     boxes, _, _, _ = flat_detections([torch.zeros(1, 1, 1)], [deltas], [torch.tensor([anchor])], BoxCoder(),
                                      torch.tensor([[100.0, 55.0]]), suppression_box=2)
     assert torch.allclose(boxes, torch.tensor([[*anchor, *anchor, 40.0, 5.0, 55.0, 35.0]]), atol=1e-4)

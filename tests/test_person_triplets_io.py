@@ -51,7 +51,7 @@ def test_train_reads_triplets_from_the_odgt_and_records_the_variant(crowd):
     checkpoint = torch.load(crowd / "run" / "last.pt", weights_only=True)
     assert checkpoint["class_names"] == ["person"]
     assert checkpoint["model_args"] == {"num_classes": 1, "depth": 18, "feature_size": 16, "person_triplets": True,
-                                        "suppression_box": "head"}
+                                        "suppression_box": "full"}
     assert checkpoint["model"]["regressionModel.output.bias"].shape == (9 * 12,)
 
 
@@ -200,7 +200,7 @@ def test_export_parity_for_the_triplet_variant(tmp_path):
     import onnx
 
     properties = {p.key: p.value for p in onnx.load(path).metadata_props}
-    assert properties["boxes"].startswith("person triplets") and "head box" in properties["boxes"]
+    assert properties["boxes"].startswith("person triplets") and "full box" in properties["boxes"]
     runner = onnx_runner(path)
     out = runner(np.random.default_rng(0).standard_normal((2, 3, 96, 64)).astype(np.float32), 0.3)
     assert set(out[0]) == {"boxes", "visible_boxes", "head_boxes", "scores", "labels"}
