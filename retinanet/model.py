@@ -255,6 +255,7 @@ class RetinaNet(nn.Module):
             max_detections=self.max_detections,
             candidates_per_detection=candidates_per_detection,
             suppression_box=PERSON_BOX_KINDS.index(self.suppression_box) if self.person_triplets else 0,
+            boxes_per_anchor=self.boxes_per_anchor,
         )
 
     @torch.inference_mode()

@@ -64,6 +64,7 @@ def flat_detections(
     max_detections: int = 300,
     candidates_per_detection: Optional[int] = CANDIDATES_PER_DETECTION,
     suppression_box: int = 0,
+    boxes_per_anchor: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections of a batch as one flat list, vectorised over images: one top-k per level, one NMS in all.
 
@@ -75,6 +76,7 @@ def flat_detections(
     candidates_per_detection: NMS looks at the best ``candidates_per_detection * max_detections``
     candidates per image, more when needed (exact, and faster); None runs NMS on all of them, with
     the same result, as a traced graph must (the "more when needed" is a data-dependent loop).
+    boxes_per_anchor: S, a Python int (a traced shape would be frozen into the graph with a warning).
     suppression_box: which of the S boxes NMS compares (a triplet model's full-body boxes of two
     people standing one behind the other overlap; their heads need not).
     Returns boxes (D, 4 S) x1y1x2y2 (box s in columns 4s..4s+3), scores (D,), labels (D,) int64 and
@@ -85,7 +87,7 @@ def flat_detections(
         top_logits, anchor_idx, labels = level_topk(logits, topk_per_level)
         cand_logits.append(top_logits)
         cand_labels.append(labels)
-        cand_deltas.append(deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, deltas.shape[2])))
+        cand_deltas.append(deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4 * boxes_per_anchor)))
         cand_anchors.append(anchors[anchor_idx])
     # (B, N): every image has the same N candidates. sigmoid is taken of these few, not of all B*A*K.
     cand_scores = torch.sigmoid(torch.cat(cand_logits, dim=1).float())
@@ -100,7 +102,7 @@ def flat_detections(
     while True:
         image_idx, boxes, scores, labels = _nms(
             *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold,
-            suppression_box)
+            suppression_box, boxes_per_anchor)
         if num_candidates is None:
             break
         # An image short of max_detections whose candidates were cut may have lost survivors.
@@ -158,6 +160,7 @@ def _nms(
     num_classes: int,
     nms_iou_threshold: float,
     suppression_box: int = 0,
+    boxes_per_anchor: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-aware NMS of each image's best ``num_candidates`` (all if None) candidates above the threshold.
 
@@ -168,13 +171,12 @@ def _nms(
     if num_candidates is not None and cand_scores.shape[1] > num_candidates:
         cand_scores, best = cand_scores.topk(num_candidates, dim=1, sorted=False)
         cand_labels = cand_labels.gather(1, best)
-        cand_deltas = cand_deltas.gather(1, best[:, :, None].expand(-1, -1, cand_deltas.shape[2]))
+        cand_deltas = cand_deltas.gather(1, best[:, :, None].expand(-1, -1, 4 * boxes_per_anchor))
         cand_anchors = cand_anchors.gather(1, best[:, :, None].expand(-1, -1, 4))
     image_idx, column = torch.nonzero(cand_scores > score_threshold, as_tuple=True)
     scores = cand_scores[image_idx, column]
     labels = cand_labels[image_idx, column]
     deltas = cand_deltas[image_idx, column].float()
-    boxes_per_anchor = deltas.shape[1] // 4
     # (D, S, 4): every box of a candidate decoded from its anchor's reference boxes, clipped to its image
     boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4),
                              reference_boxes(cand_anchors[image_idx, column], boxes_per_anchor))

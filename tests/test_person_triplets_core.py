@@ -205,7 +205,7 @@ def test_suppression_box_decides_who_survives(suppression_box, survivors):
     level_logits, level_deltas, level_anchors = nms_inputs()
     boxes, scores, labels, image_idx = flat_detections(
         level_logits, level_deltas, level_anchors, BoxCoder(), torch.tensor([[128.0, 128.0]]),
-        suppression_box=suppression_box)
+        suppression_box=suppression_box, boxes_per_anchor=3)
     assert boxes.shape == (len(survivors), 12)
     expected = torch.tensor([[*NMS_PEOPLE[i]["full"], *NMS_PEOPLE[i]["visible"], *NMS_PEOPLE[i]["head"]]
                              for i in survivors])
@@ -223,7 +223,7 @@ def test_suppression_compares_heads_only_within_an_image():
     """Two images, each with all three candidates: NMS on heads keeps A and B in each, never across."""
     (logits,), (deltas,), anchors = nms_inputs()
     flat = flat_detections([logits.repeat(2, 1, 1)], [deltas.repeat(2, 1, 1)], anchors, BoxCoder(),
-                           torch.tensor([[128.0, 128.0]]), suppression_box=2)
+                           torch.tensor([[128.0, 128.0]]), suppression_box=2, boxes_per_anchor=3)
     per_image = split_by_image(*flat, batch_size=2)
     for detections in per_image:
         assert torch.allclose(detections["head_boxes"], torch.tensor([PERSON_A["head"], PERSON_B["head"]]), atol=1e-4)
@@ -237,7 +237,7 @@ def test_triplet_boxes_are_clipped_each_to_the_image():
     head = (40.0, 5.0, 70.0, 35.0)  # right edge 70 beyond the image width 55
     deltas = torch.tensor([[[0.0] * 4 + hand_encode(anchor, anchor) + hand_encode(head, hand_head_prior(anchor))]])
     boxes, _, _, _ = flat_detections([torch.zeros(1, 1, 1)], [deltas], [torch.tensor([anchor])], BoxCoder(),
-                                     torch.tensor([[100.0, 55.0]]), suppression_box=2)
+                                     torch.tensor([[100.0, 55.0]]), suppression_box=2, boxes_per_anchor=3)
     assert torch.allclose(boxes, torch.tensor([[*anchor, *anchor, 40.0, 5.0, 55.0, 35.0]]), atol=1e-4)
 
 
