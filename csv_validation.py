@@ -40,7 +40,6 @@ coco_results.json (image id = image index + 1, category id = class index + 1, th
 build_annotations_file.py's JSON), metrics.json and <class>_precision_recall.png per class.
 """
 import argparse
-import json
 import os
 
 from retinanet.cli import add_class_list_argument, resolve_device, run_cli
@@ -63,7 +62,6 @@ from retinanet.evaluation.person_triplets import (
     read_people_ground_truth,
 )
 from retinanet.hub import load_model
-from retinanet.io_utils import write_json
 from retinanet.validation import VOC_IOU_THRESHOLD, VOC_SCORE_THRESHOLD, dataset_ground_truths
 from retinanet.validation_scripts import (
     CROWDHUMAN_MAX_DETECTIONS,
@@ -180,32 +178,23 @@ def main(args: argparse.Namespace) -> dict:
                                                           max_detections)
         settings.update(run_settings)
 
+    extra_metrics, extra_summary = {}, ""
+    if args.odgt and not args.no_crowdhuman and any("head_boxes" in record for record in detections):
+        # every box kind, the body-head pairs and the overlapped people (retinanet.evaluation.person_triplets)
+        sizes = [dataset.image_size(index) for index in range(len(dataset))]
+        results = evaluate_person_triplets(detections, read_people_ground_truth(args.odgt), sizes)
+        extra_metrics["person_triplets"] = metrics_document(results)
+        extra_summary = format_person_triplets(results)
+
     coco_gt = None if args.no_coco else coco_ground_truth(dataset_ground_truths(dataset), class_names, names)
-    metrics = evaluate_and_report(
+    return evaluate_and_report(
         detections, dataset, names, args.output_dir,
         iou_threshold=args.iou_threshold, score_threshold=args.score_threshold,
         crowdhuman=not args.no_crowdhuman, coco_gt=coco_gt,
         coco_image_ids=range(1, len(dataset) + 1), coco_category_ids=range(1, len(class_names) + 1),
         save_detections=model is not None, settings=settings,
+        extra_metrics=extra_metrics, extra_summary=extra_summary,
     )
-    if args.odgt and not args.no_crowdhuman and any("head_boxes" in record for record in detections):
-        metrics["person_triplets"] = report_person_triplets(detections, args.odgt, dataset, args.output_dir)
-    return metrics
-
-
-def report_person_triplets(detections, odgt: str, dataset, output_dir: str) -> dict:
-    """Person-triplet detections: every box kind, the body-head pairs and the overlapped people,
-    printed and added to metrics.json (``retinanet.evaluation.person_triplets``)."""
-    truth = read_people_ground_truth(odgt)
-    sizes = [dataset.image_size(index) for index in range(len(dataset))]
-    results = evaluate_person_triplets(detections, truth, sizes)
-    print(format_person_triplets(results))
-    document = metrics_document(results)
-    path = os.path.join(output_dir, "metrics.json")
-    with open(path, encoding="utf-8") as handle:
-        metrics = json.load(handle)
-    write_json(path, {**metrics, "person_triplets": document})
-    return document
 
 
 if __name__ == "__main__":

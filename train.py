@@ -42,7 +42,7 @@ from retinanet.data import (
     Transform,
     make_loader,
 )
-from retinanet.data.crowdhuman import BODY_BOX_KEYS, CROWDHUMAN_CLASSES
+from retinanet.data.crowdhuman import BODY_BOX_KEYS, CROWDHUMAN_CLASSES, SPLITS
 from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distributed, process_device, shutdown
 from retinanet.engine import BatchLoadError, train_one_epoch
 from retinanet.errors import UserError
@@ -191,7 +191,7 @@ def build_datasets(args):
                                      args.crowdhuman_body, transform)
         train = split("train", train_transform)
         val = None
-        if os.path.isfile(os.path.join(args.crowdhuman_path, "annotation_val.odgt")):
+        if os.path.isfile(os.path.join(args.crowdhuman_path, SPLITS["val"].odgt)):
             val = split("val", val_transform)
     else:
         train = CSVDataset(args.csv_train, args.csv_classes, train_transform, delimiter=args.annotation_delimiter)

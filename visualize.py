@@ -39,6 +39,7 @@ from retinanet.data import (
     read_class_list,
     read_image,
 )
+from retinanet.data.crowdhuman import BODY_BOX_KEYS, CROWDHUMAN_CLASSES
 from retinanet.engine import run_inference
 from retinanet.errors import UserError
 from retinanet.hub import load_model
@@ -61,6 +62,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="annotation format: csv (--classes, --csv_val), coco (--coco_path) or crowdhuman "
                              "(--crowdhuman_path, its odgt files)")
     parser.add_argument("--crowdhuman_path", help="CrowdHuman root (annotation_val.odgt, CrowdHuman_val/Images)")
+    parser.add_argument("--crowdhuman_body", choices=sorted(BODY_BOX_KEYS), default="visible",
+                        help="--dataset crowdhuman with a plain model: the ground-truth person box, as "
+                             "train.py --crowdhuman_body (default: %(default)s)")
     parser.add_argument("--crowdhuman_split", choices=["train", "val"], default="val",
                         help="CrowdHuman split to draw (default: %(default)s)")
     parser.add_argument("--coco_path", help="COCO root with annotations/ and images/ (or <set_name>/)")
@@ -83,12 +87,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_dataset(args: argparse.Namespace, person_triplets: bool = False):
+def build_dataset(args: argparse.Namespace, person_triplets: bool = False, class_names=CROWDHUMAN_CLASSES):
     transform = Transform(args.min_side, args.max_side)
     if args.dataset == "crowdhuman":
         if not args.crowdhuman_path:
             raise UserError("--dataset crowdhuman needs --crowdhuman_path")
-        return CrowdHumanDataset(args.crowdhuman_path, args.crowdhuman_split, person_triplets, transform=transform)
+        if args.classes:
+            raise UserError("--classes only applies to --dataset csv; with --dataset crowdhuman the model's "
+                            "classes are drawn")
+        return CrowdHumanDataset(args.crowdhuman_path, args.crowdhuman_split, person_triplets,
+                                 class_names=class_names, body=args.crowdhuman_body, transform=transform)
     if args.dataset == "csv":
         if not args.classes or not args.csv_val:
             raise UserError("--dataset csv needs --classes (or --csv_classes) and --csv_val")
@@ -112,7 +120,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.dataset == "crowdhuman":
         # the model says what to read: people as triplets, or the person and head boxes
         model, class_names = load_model(args.model_path, depth=args.depth, score_threshold=args.score_threshold)
-        dataset = build_dataset(args, model.person_triplets)
+        dataset = build_dataset(args, model.person_triplets, class_names)
     else:
         dataset = build_dataset(args)
         model, class_names = load_model(args.model_path, class_names=dataset.class_names, depth=args.depth,

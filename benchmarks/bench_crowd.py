@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_learning import run_step  # noqa: E402
 from retinanet.cli import run_cli  # noqa: E402
 from retinanet.data import CrowdHumanDataset, Transform, collate_batch  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
@@ -82,22 +82,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(command: list, log_path: Path) -> None:
-    with open(log_path, "w") as log:
-        result = subprocess.run([sys.executable, *command], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = "".join(open(log_path).readlines()[-15:])
-        raise UserError(f"{command[0]} failed (exit {result.returncode}), log {log_path}:\n{tail}")
-
-
 def make_data(args, work: Path) -> Path:
     data = work / "data"
     if not (args.reuse and (data / "annotation_val.odgt").is_file()):
-        run(["tools/make_synthetic_crowdhuman.py", "--output_dir", str(data), "--crowd", "dense", "--seed", str(SEED),
-             "--num_train", str(args.num_train), "--num_val", str(args.num_val)], work / "data.log")
+        run_step(["tools/make_synthetic_crowdhuman.py", "--output_dir", str(data), "--crowd", "dense",
+                  "--seed", str(SEED), "--num_train", str(args.num_train), "--num_val", str(args.num_val)],
+                 work / "data.log")
     for body in ("full", "visible"):
-        run(["build_annotations_file.py", "--data_dir", str(data), "--output_dir", str(work / f"csv_{body}"),
-             "--body", body], work / f"convert_{body}.log")
+        run_step(["build_annotations_file.py", "--data_dir", str(data), "--output_dir", str(work / f"csv_{body}"),
+                  "--body", body], work / f"convert_{body}.log")
     (work / "classes.csv").write_text("person,0\nhead,1\n")
     return data
 
@@ -114,9 +107,9 @@ def train(args, work: Path, data: Path, name: str) -> dict:
             source = ["--dataset", "csv", "--csv_train", str(work / f"csv_{body}" / "train_annotations.csv"),
                       "--csv_classes", str(work / "classes.csv")]
         print(f"training {name} ...", flush=True)
-        run(["train.py", *source, *RECIPE, "--epochs", str(args.epochs), "--min_side", str(args.min_side),
-             "--max_side", str(args.min_side * 4 // 3), "--val_every", str(args.epochs + 1),
-             "--workers", str(args.workers), "--output_dir", str(out)], work / f"train_{name}.log")
+        run_step(["train.py", *source, *RECIPE, "--epochs", str(args.epochs), "--min_side", str(args.min_side),
+                  "--max_side", str(args.min_side * 4 // 3), "--val_every", str(args.epochs + 1),
+                  "--workers", str(args.workers), "--output_dir", str(out)], work / f"train_{name}.log")
     epochs = [json.loads(line) for line in open(out / "metrics.jsonl") if line.strip()]
     seconds = sum(epoch["seconds"] for epoch in epochs)
     images = sum(epoch["images_per_second"] * epoch["seconds"] for epoch in epochs)

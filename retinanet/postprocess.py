@@ -181,12 +181,11 @@ def _nms(
     boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4),
                              reference_boxes(cand_anchors[image_idx, column], boxes_per_anchor))
     boxes = clip_boxes(boxes, image_sizes[image_idx, 0, None], image_sizes[image_idx, 1, None])
+    # A box regressed outside the image clips to x2 < x1 = 0 or y2 < y1 = 0 (a triplet's head above the
+    # image, often). ONNX's NMS reads such a box's corners the other way round, torchvision's gives it
+    # a negative area and IoU 0: as an empty box it overlaps nothing in both.
     compared = boxes[:, suppression_box]
-    if boxes_per_anchor > 1:
-        # A head regressed above the image clips to y2 < y1 = 0. ONNX's NMS reads such a box's corners
-        # the other way round, torchvision's gives it a negative area: as an empty box it overlaps
-        # nothing in both.
-        compared = torch.cat([compared[:, :2], torch.maximum(compared[:, 2:], compared[:, :2])], dim=1)
+    compared = torch.cat([compared[:, :2], torch.maximum(compared[:, 2:], compared[:, :2])], dim=1)
     # One NMS over the batch: each (image, class) pair is its own group.
     keep = batched_nms(compared, scores, image_idx * num_classes + labels, nms_iou_threshold)
     boxes = boxes.reshape(-1, 4 * boxes_per_anchor)

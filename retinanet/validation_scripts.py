@@ -169,6 +169,8 @@ def evaluate_and_report(
     coco_category_ids: Sequence[int],
     save_detections: bool,
     settings: Optional[Mapping[str, object]] = None,
+    extra_metrics: Optional[Mapping[str, object]] = None,
+    extra_summary: str = "",
 ) -> dict:
     """Score ``detections`` against ``dataset``, write the outputs (module docstring), print the summary.
 
@@ -178,7 +180,8 @@ def evaluate_and_report(
     person and head (those with ground truth), from every detection given, clipped to
     ``dataset.image_size``. coco_gt: COCO annotation file or dict to score the
     COCO results against, None to skip COCO AP; coco_image_ids (I,), coco_category_ids (K,): the ids
-    of the COCO results. Returns the metrics.json document.
+    of the COCO results. extra_metrics: more metrics.json entries (e.g. "person_triplets"), and
+    extra_summary the lines printed for them after the summary. Returns the metrics.json document.
     """
     class_names = list(dataset.class_names)
     ground_truths = dataset_ground_truths(dataset)
@@ -214,11 +217,14 @@ def evaluate_and_report(
     plots = plot_pr_curves(dict(shown, per_class=plotted), class_names, output_dir)
     settings = {"voc_ap_detections": "all; precision and recall at score_threshold", **(settings or {})}
     metrics = build_metrics_json(voc_result, class_names, crowdhuman_results or None, coco_result, settings)
+    metrics.update(extra_metrics or {})
     metrics_path = os.path.join(output_dir, "metrics.json")
     write_json(metrics_path, metrics)
     written.append(metrics_path)
 
     print(format_summary(shown, class_names, crowdhuman_results or None, coco_result))
+    if extra_summary:
+        print(extra_summary)
     hidden = len(voc_result["per_class"]) - len(shown["per_class"])
     if hidden:
         print(f"({hidden} classes without ground truth not shown; metrics.json lists every class)")

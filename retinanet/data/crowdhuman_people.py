@@ -18,7 +18,6 @@ import os
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from retinanet.data.crowdhuman import (
@@ -26,24 +25,21 @@ from retinanet.data.crowdhuman import (
     CROWDHUMAN_CLASSES,
     MIN_BOX_SIDE,
     SPLITS,
+    _is_xywh,
     convert_split,
     index_images,
     read_odgt,
 )
 from retinanet.data.dataset import DetectionDataset, group_by_image, make_annotation
-from retinanet.data.image_io import read_image, read_image_size
+from retinanet.data.image_io import read_image_size
 from retinanet.data.transforms import Transform
 from retinanet.errors import UserError
 
 PERSON_CLASSES = (BODY_CLASS,)
-# The extra targets of a person, beside "boxes" (its full body): what losses.build_targets reads.
-PERSON_TARGET_KEYS = ("visible_boxes", "head_boxes", "head_valid")
-_BOX_KEYS = ("fbox", "vbox", "hbox")
 
 
 def _xyxy(value, where: str, key: str) -> "list[float]":
-    if not (isinstance(value, list) and len(value) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+    if not _is_xywh(value):
         raise UserError(f"{where}: '{key}' must be [x, y, width, height] numbers, got {value!r}")
     x, y, w, h = (float(v) for v in value)
     if w < 0 or h < 0:
@@ -110,6 +106,7 @@ class CrowdHumanDataset(DetectionDataset):
     person_triplets: people as triplets (class ``person`` only); else ``class_names`` (person and/or
     head) with ``body`` ("visible" or "full") as the person box, as ``build_annotations_file.py``.
     Images missing from the folders are skipped with a warning; a split without any is an error.
+    A triplet sample carries visible_boxes, head_boxes and head_valid (``DetectionDataset.__getitem__``).
     """
 
     def __init__(
@@ -156,33 +153,3 @@ class CrowdHumanDataset(DetectionDataset):
             sizes.append(size)
             annotations.append(person_annotation(record, size, where))
         super().__init__(PERSON_CLASSES, image_paths, annotations, sources, transform, sizes)
-
-    def __getitem__(self, index: int) -> dict:
-        """As ``DetectionDataset.__getitem__``; a triplet sample adds visible_boxes (N, 4), head_boxes
-        (N, 4) float32 and head_valid (N,) bool, resized (and flipped) with the full boxes."""
-        if not self.person_triplets:
-            return super().__getitem__(index)
-        annotation = self._annotations[index]
-        path = self._image_paths[index]
-        try:
-            image = read_image(path)
-        except UserError as error:
-            raise UserError(f"{self._sources[index]}: {error}") from None
-        # The three boxes of every person go through the transform as one (3N, 4) array: one resize, one flip.
-        triplets = np.stack([annotation["boxes"], annotation["visible_boxes"], annotation["head_boxes"]], axis=1)
-        tensor, boxes, ignore, scale = self.transform(image, triplets.reshape(-1, 4), annotation["ignore"])
-        boxes = torch.from_numpy(boxes).reshape(-1, 3, 4)
-        return {
-            "image": tensor,
-            "boxes": boxes[:, 0].contiguous(),
-            "visible_boxes": boxes[:, 1].contiguous(),
-            "head_boxes": boxes[:, 2].contiguous(),
-            "head_valid": torch.from_numpy(annotation["head_valid"].copy()),
-            "labels": torch.tensor(annotation["labels"]),
-            "ignore": torch.from_numpy(ignore),
-            "ignore_labels": torch.tensor(annotation["ignore_labels"]),
-            "scale": scale,
-            "orig_size": (image.shape[0], image.shape[1]),
-            "path": path,
-            "index": index,
-        }

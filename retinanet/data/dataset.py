@@ -16,6 +16,8 @@ from retinanet.errors import UserError
 PROGRESS_MIN_IMAGES = 2000
 
 Item = TypeVar("Item")
+# A person triplet's boxes beside its full-body "boxes" (retinanet.data.crowdhuman_people).
+PERSON_BOX_KEYS = ("visible_boxes", "head_boxes")
 
 
 def reports_start_up() -> bool:
@@ -140,7 +142,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
         Returns a dict: image (3, h, w) float32; boxes (N, 4) float32; labels (N,) int64;
         ignore (M, 4) float32; ignore_labels (M,) int64; scale (float); orig_size (H, W);
-        path (str); index (int).
+        path (str); index (int). Person-triplet annotations (``data.crowdhuman_people``) add
+        visible_boxes (N, 4), head_boxes (N, 4), resized and flipped with the boxes, and head_valid (N,).
         """
         annotation = self._annotations[index]
         path = self._image_paths[index]
@@ -148,10 +151,20 @@ class DetectionDataset(torch.utils.data.Dataset):
             image = read_image(path)
         except UserError as error:
             raise UserError(f"{self._sources[index]}: {error}") from None
-        tensor, boxes, ignore, scale = self.transform(image, annotation["boxes"], annotation["ignore"])
+        # A person triplet's visible and head boxes go through the transform with the full boxes, as
+        # one (S N, 4) array: one resize, one flip.
+        kinds = [key for key in ("boxes", *PERSON_BOX_KEYS) if key in annotation]
+        stacked = np.concatenate([annotation[key] for key in kinds]) if len(kinds) > 1 else annotation["boxes"]
+        tensor, boxes, ignore, scale = self.transform(image, stacked, annotation["ignore"])
+        person = {}
+        if len(kinds) > 1:
+            boxes, *others = np.split(boxes, len(kinds))
+            person = {key: torch.from_numpy(value) for key, value in zip(kinds[1:], others)}
+            person["head_valid"] = torch.from_numpy(annotation["head_valid"].copy())
         return {
             "image": tensor,
             "boxes": torch.from_numpy(boxes),
+            **person,
             "labels": torch.tensor(annotation["labels"]),
             "ignore": torch.from_numpy(ignore),
             "ignore_labels": torch.tensor(annotation["ignore_labels"]),

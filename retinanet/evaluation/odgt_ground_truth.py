@@ -102,11 +102,14 @@ def _box(gtbox: dict, key: str, where: str) -> list:
     return box
 
 
-def read_odgt_ground_truth(odgt_path: str, class_names: Sequence[str], box: str) -> OdgtGroundTruth:
+def read_odgt_ground_truth(
+    odgt_path: str, class_names: Sequence[str], box: str, records: "Optional[list[tuple[int, dict]]]" = None
+) -> OdgtGroundTruth:
     """Every image of ``odgt_path`` with the boxes of ``class_names``' person and head (module docstring).
 
     box: "full" or "visible" (the body box of ``person``; heads too when ``head`` is a class),
-    or "head" (heads only). Any problem is a UserError naming the file and line.
+    or "head" (heads only). records: ``read_odgt(odgt_path)`` when the caller has read it already.
+    Any problem is a UserError naming the file and line.
     """
     if box not in CROWDHUMAN_BOXES:
         raise UserError(f"CrowdHuman box {box!r} is not one of {', '.join(CROWDHUMAN_BOXES)}")
@@ -121,7 +124,7 @@ def read_odgt_ground_truth(odgt_path: str, class_names: Sequence[str], box: str)
         )
     keys = {BODY_CLASS: BODY_BOX_KEYS.get(box), HEAD_CLASS: "hbox"}
     image_ids, sources, annotations, sizes, first_line = [], [], [], [], {}
-    for line, record in read_odgt(odgt_path):
+    for line, record in records if records is not None else read_odgt(odgt_path):
         where = f"{odgt_path}:{line}"
         if record["ID"] in first_line:
             raise UserError(f"{where}: image {record['ID']!r} again (first on line {first_line[record['ID']]})")

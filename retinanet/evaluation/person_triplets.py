@@ -48,11 +48,12 @@ def read_people_ground_truth(odgt_path: str) -> PeopleGroundTruth:
 
     Any problem is a UserError naming the file and line (``read_odgt_ground_truth``).
     """
-    kinds = {kind: read_odgt_ground_truth(odgt_path, [HEAD_CLASS if kind == "head" else BODY_CLASS], kind)
+    records = read_odgt(odgt_path)
+    kinds = {kind: read_odgt_ground_truth(odgt_path, [HEAD_CLASS if kind == "head" else BODY_CLASS], kind, records)
              for kind in PERSON_BOX_KINDS}
     full = kinds["full"]
     # read_odgt_ground_truth has checked every gtbox's fbox and hbox, which the pairs read.
-    pairs = [pair_ground_truth(record) for _, record in read_odgt(odgt_path)]
+    pairs = [pair_ground_truth(record) for _, record in records]
     return PeopleGroundTruth(full.image_ids, full.sources, {kind: truth.annotations for kind, truth in kinds.items()},
                              pairs, full.image_sizes)
 
