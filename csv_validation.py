@@ -56,6 +56,7 @@ from retinanet.evaluation.odgt_ground_truth import (
     resolve_image_sizes,
 )
 from retinanet.evaluation.person_triplets import (
+    detected_head_class,
     evaluate_person_triplets,
     format_person_triplets,
     metrics_document,
@@ -182,7 +183,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.odgt and not args.no_crowdhuman and any("head_boxes" in record for record in detections):
         # every box kind, the body-head pairs and the overlapped people (retinanet.evaluation.person_triplets)
         sizes = [dataset.image_size(index) for index in range(len(dataset))]
-        results = evaluate_person_triplets(detections, read_people_ground_truth(args.odgt), sizes)
+        results = evaluate_person_triplets(detections, read_people_ground_truth(args.odgt), sizes,
+                                           detected_head_class(detections, class_names))
         extra_metrics["person_triplets"] = metrics_document(results)
         extra_summary = format_person_triplets(results)
 

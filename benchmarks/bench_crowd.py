@@ -14,12 +14,14 @@ same epochs at 480 px):
   (full body) and head, one class-aware NMS at IoU 0.5;
 - plain (visible): the same with --body visible, for the visible-body scores a plain model can give;
 - triplet: train.py --dataset crowdhuman --person_triplets: one detection per person with its full,
-  visible and head boxes, NMS on the default suppression box (model.DEFAULT_SUPPRESSION_BOX).
+  visible and head boxes, NMS on the default suppression box (model.DEFAULT_SUPPRESSION_BOX), and
+  heads as a class of their own, from which each person takes its head (postprocess.attach_heads).
 
 All are scored on the validation odgt by the official-exact CrowdHuman code
 (retinanet.evaluation.person_triplets): full-body AP / MR^-2 / JI (plain: its person class), visible
-AP / MR^-2 (plain: the visible model), head AP / MR^-2 (plain: the full model's head class), the
-body-head pair protocol (triplets only: a plain model does not pair its boxes), and the recall of
+AP / MR^-2 (plain: the visible model), head AP / MR^-2 (plain: the full model's head class; triplet:
+its head class, and the persons' own head boxes as "person's head"), the body-head pair protocol
+(triplets only: a plain model does not pair its boxes), and the recall of
 people whose full body overlaps another's at IoU > 0.5, all from every detection scoring > 0.01. Speed,
 measured side by side in this process with the models taking turns: training images/s (one step on
 a batch of 4 training images: forward, loss, backward, Adam, at train.py's default precision; best
@@ -44,9 +46,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_learning import run_step  # noqa: E402
 from retinanet.cli import run_cli  # noqa: E402
 from retinanet.data import CrowdHumanDataset, Transform, collate_batch  # noqa: E402
+from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
 from retinanet.evaluation.crowd_overlaps import overlapped_recall  # noqa: E402
 from retinanet.evaluation.person_triplets import (  # noqa: E402
+    detected_head_class,
     evaluate_box_kind,
     evaluate_person_triplets,
     kind_detections,
@@ -137,14 +141,12 @@ def training_speed(checkpoints: dict, dataset, repeats: int = 4) -> dict:
     """Training images/s of each model on the same batch of 4 training images, measured in turns.
 
     One step: forward, losses, backward and an Adam step at train.py's default precision. The plain
-    models get the batch's people as class 0 and their valid heads as class 1, the boxes they train on.
+    models get the batch's boxes as they are (people as class 0, heads as class 1, the boxes they
+    train on) without the triplets' visible and head boxes.
     The models take turns (best of ``repeats`` each), so load on the machine hits them alike.
     """
     images, targets, _ = collate_batch([dataset[index] for index in range(min(4, len(dataset)))])
-    plain_targets = [{"boxes": torch.cat([t["boxes"], t["head_boxes"][t["head_valid"]]]),
-                      "labels": torch.cat([torch.zeros(len(t["boxes"]), dtype=torch.int64),
-                                           torch.ones(int(t["head_valid"].sum()), dtype=torch.int64)]),
-                      "ignore": t["ignore"], "ignore_labels": t["ignore_labels"]} for t in targets]
+    plain_targets = [{key: t[key] for key in ("boxes", "labels", "ignore", "ignore_labels")} for t in targets]
     precision = resolve_precision("auto", torch.device("cpu"))
     runs = {}
     for name, checkpoint in checkpoints.items():
@@ -193,13 +195,14 @@ def format_row(label: str, row: dict, speed: dict) -> str:
         return f"{row[kind][key]:{width}.4f}" if kind in row else " " * (width - 1) + "-"
 
     return (f"{label:<18}{cell('full', 'ap')}{cell('full', 'mr')}{cell('full', 'ji')}  {cell('visible', 'ap')}"
-            f"{cell('visible', 'mr')}  {cell('head', 'ap')}{cell('head', 'mr')}  {cell('pairs', 'ap')}"
+            f"{cell('visible', 'mr')}  {cell('head', 'ap')}{cell('head', 'mr')}  {cell('person_head', 'ap')}"
+            f"{cell('person_head', 'mr')}  {cell('pairs', 'ap')}"
             f"{cell('pairs', 'mr')}  {cell('overlapped', 'overlapped_recall', 8)}  "
             + "".join(f"{speed[key]:6.2f} " if key in speed else "     - " for key in ("train", "infer")))
 
 
-HEADER = ("model              full body AP  MR^-2     JI  visible AP  MR^-2   head AP  MR^-2   pairs AP  MR^-2  "
-          "overlap R  train  infer img/s")
+HEADER = ("model              full body AP  MR^-2     JI  visible AP  MR^-2   head AP  MR^-2  "
+          "person's head AP  MR^-2   pairs AP  MR^-2  overlap R  train  infer img/s")
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -232,10 +235,11 @@ def main(args: argparse.Namespace) -> dict:
         rows["plain"] = plain
     suppression = {}
     if "triplet" in detections:
-        rows["triplet"] = evaluate_person_triplets(detections["triplet"], truth, sizes)
+        head_class = detected_head_class(detections["triplet"], CROWDHUMAN_CLASSES)
+        rows["triplet"] = evaluate_person_triplets(detections["triplet"], truth, sizes, head_class)
         for box in MODEL_BOX_KINDS:
             found = detect(trained["triplet"]["checkpoint"], dataset, args, suppression_box=box)
-            suppression[box] = evaluate_person_triplets(found, truth, sizes)
+            suppression[box] = evaluate_person_triplets(found, truth, sizes, head_class)
 
     print(f"\n{len(dataset)} validation images, {args.num_train} training images, {args.epochs} epochs, "
           f"{args.min_side} px; {platform.machine()} CPU, {torch.get_num_threads()} threads")

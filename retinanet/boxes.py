@@ -5,7 +5,7 @@ All boxes are ``x1y1x2y2`` in absolute pixels.
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["box_iou", "box_ioa", "clip_boxes"]
+__all__ = ["box_iou", "box_ioa", "batched_box_iou", "clip_boxes"]
 
 
 def box_ioa(boxes: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -19,6 +19,20 @@ def box_ioa(boxes: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     intersection = (bottom_right - top_left).clamp(min=0).prod(dim=2)
     area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
     return intersection / area.clamp(min=1e-6)[:, None]
+
+
+def batched_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair within each batch entry: boxes1 (B, N, 4), boxes2 (B, M, 4) -> (B, N, M).
+
+    A box with no area (x2 <= x1 or y2 <= y1, padding for one) has IoU 0 with everything.
+    """
+    top_left = torch.max(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
+    bottom_right = torch.min(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=3)
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(dim=2)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(dim=2)
+    union = area1[:, :, None] + area2[:, None, :] - intersection
+    return intersection / union.clamp(min=1e-6)
 
 
 def clip_boxes(boxes: torch.Tensor, height, width) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torchvision.ops import box_iou
 from retinanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_path
-from retinanet.model import PERSON_BOX_KINDS
+from retinanet.model import PERSON_BOX_KINDS, RetinaNet
 from retinanet.postprocess import TRIPLET_BOX_KEYS, split_by_image
 
 ONNX_OPSET = 17
@@ -78,6 +78,18 @@ def graph_outputs_by_image(outputs: Sequence, batch_size: int) -> List[Dict[str,
     tensors = [torch.as_tensor(output).detach().cpu() for output in outputs]
     return [{key: value.numpy() for key, value in image.items()}
             for image in split_by_image(*tensors, batch_size=batch_size)]
+
+
+def box_layout(model: RetinaNet) -> str:
+    """What the graph's boxes hold, for the ONNX metadata."""
+    if not model.person_triplets:
+        return "x1y1x2y2"
+    layout = ("person triplets: full, visible, head x1y1x2y2 in columns 0-3, 4-7, 8-11; NMS on the "
+              f"{model.suppression_box} box")
+    if model.head_class is not None:
+        layout += (f"; label {model.head_class} is a head detected on its own, its box in all three; a person's "
+                   "head is the head detection maximising IoU with its regressed head x head score")
+    return layout
 
 
 def compare_detections(
@@ -218,8 +230,7 @@ def export_onnx(
             "default_score_threshold": str(model.score_threshold),
             "nms_iou_threshold": str(model.nms_iou_threshold),
             "max_detections_per_image": str(model.max_detections),
-            "boxes": ("person triplets: full, visible, head x1y1x2y2 in columns 0-3, 4-7, 8-11; NMS on the "
-                      f"{model.suppression_box} box") if model.person_triplets else "x1y1x2y2",
+            "boxes": box_layout(model),
         })
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))

@@ -35,8 +35,10 @@ def build_targets(
 
     targets: per image ``{"boxes": (N, 4), "labels": (N,), "ignore": (M, 4) optional,
     "ignore_labels": (M,) optional, -1 = every class}``; anchors: (A, 4). A person-triplet target
-    also has "visible_boxes" (N, 4), "head_boxes" (N, 4) and "head_valid" (N,) bool; anchors are
-    matched by the full-body "boxes" and regress all three, each from its ``reference_boxes`` box.
+    also has "visible_boxes" (N, 4), "head_boxes" (N, 4), "head_valid" (N,) bool and optionally
+    "visible_valid" (N,) bool (default all True; False on a row that is a head of its own); anchors
+    are matched by the "boxes" (a person's full body) and regress all three, each from its
+    ``reference_boxes`` box.
     Returns (anchor_labels (B, A) int64: class of the matched box, -1 for a non-positive anchor;
     anchor_weights (B, A) bool: False where the anchor is left out for every class (IoU between the
     thresholds, or inside an every-class ignore region); class_ignored (B, A, K) bool or None: True where
@@ -93,7 +95,7 @@ def build_targets(
 
 def _regressed_boxes(target: Dict[str, torch.Tensor], boxes_per_anchor: int):
     """One image's boxes as (N, S, 4) and which are trained (N, S) bool: S = 1 (the boxes) or 3
-    (full, visible, head of each person; a head flagged invalid is not trained)."""
+    (full, visible, head of each person; a visible or head box flagged invalid is not trained)."""
     boxes = target["boxes"]
     valid = torch.ones(boxes.shape[0], 1, dtype=torch.bool, device=boxes.device)
     if boxes_per_anchor == 1:
@@ -102,7 +104,9 @@ def _regressed_boxes(target: Dict[str, torch.Tensor], boxes_per_anchor: int):
         raise ValueError(f"{boxes_per_anchor} boxes per anchor need person-triplet targets "
                          "(boxes, visible_boxes, head_boxes, head_valid)")
     kinds = torch.stack([boxes, target["visible_boxes"], target["head_boxes"]], dim=1)
-    return kinds, torch.cat([valid, valid, target["head_valid"].to(torch.bool)[:, None]], dim=1)
+    visible_valid = target.get("visible_valid")
+    visible_valid = valid if visible_valid is None else visible_valid.to(torch.bool)[:, None]
+    return kinds, torch.cat([valid, visible_valid, target["head_valid"].to(torch.bool)[:, None]], dim=1)
 
 
 # log(p) is -inf where sigmoid underflows to 0 (logits under about -88.7); clamped here, it keeps

@@ -123,10 +123,13 @@ class RetinaNet(nn.Module):
     "ignore_labels": (M,) optional}`` returns ``{"classification", "regression"}`` losses.
     Inference: ``model(images)`` returns per image ``{"boxes", "scores", "labels"}``.
 
-    person_triplets: the person-triplet variant. One class (a person); every anchor regresses three
+    person_triplets: the person-triplet variant. Class 0 is a person; every anchor regresses three
     boxes (``PERSON_BOX_KINDS``: full body, visible body, head) and each detection carries all three:
-    "boxes" (full), "visible_boxes", "head_boxes". Targets add "visible_boxes", "head_boxes" and
-    "head_valid" (``losses.build_targets``). NMS compares the ``suppression_box`` of two detections.
+    "boxes" (full), "visible_boxes", "head_boxes". Targets add "visible_boxes", "head_boxes",
+    "visible_valid" and "head_valid" (``losses.build_targets``). NMS compares the ``suppression_box``
+    of two detections. With num_classes=2, class 1 is a head detected on its own (its box is box 0,
+    repeated in all three), and each person's head box is the head detection its regressed head
+    overlaps best (``postprocess.attach_heads``).
     The plain model (False) keeps the published layout exactly.
     """
 
@@ -150,8 +153,8 @@ class RetinaNet(nn.Module):
         if suppression_box not in PERSON_BOX_KINDS:
             raise UserError(f"the suppression box must be one of {', '.join(PERSON_BOX_KINDS)}, "
                             f"got {suppression_box!r}")
-        if person_triplets and num_classes != 1:
-            raise UserError(f"a person-triplet model has one class (person), got {num_classes}")
+        if person_triplets and num_classes not in (1, 2):
+            raise UserError(f"a person-triplet model has one class (person) or two (person, head), got {num_classes}")
         block, layers, _ = RESNET_DEPTHS[depth]
         self.depth = depth
         self.num_classes = num_classes
@@ -164,6 +167,8 @@ class RetinaNet(nn.Module):
         self.person_triplets = bool(person_triplets)
         self.suppression_box = suppression_box
         self.boxes_per_anchor = len(PERSON_BOX_KINDS) if self.person_triplets else 1
+        # A triplet model's second class: heads detected on their own, which persons take their head from.
+        self.head_class = 1 if self.person_triplets and num_classes == 2 else None
 
         # A frozen BatchNorm is folded into its conv: no separate pass over the activations.
         resnet = tv_resnet.ResNet(block, layers, norm_layer=FrozenBatchNorm2d if freeze_bn else None)
@@ -256,6 +261,7 @@ class RetinaNet(nn.Module):
             candidates_per_detection=candidates_per_detection,
             suppression_box=PERSON_BOX_KINDS.index(self.suppression_box) if self.person_triplets else 0,
             boxes_per_anchor=self.boxes_per_anchor,
+            head_class=self.head_class,
         )
 
     @torch.inference_mode()

@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from retinanet.box_coder import BoxCoder, reference_boxes
-from retinanet.boxes import clip_boxes
+from retinanet.boxes import batched_box_iou, clip_boxes
 
 # A person-triplet model's boxes, in the order of its box deltas (model.PERSON_BOX_KINDS): each
 # detection is one person, and its three boxes come back under these keys.
@@ -65,6 +65,7 @@ def flat_detections(
     candidates_per_detection: Optional[int] = CANDIDATES_PER_DETECTION,
     suppression_box: int = 0,
     boxes_per_anchor: int = 1,
+    head_class: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections of a batch as one flat list, vectorised over images: one top-k per level, one NMS in all.
 
@@ -79,6 +80,8 @@ def flat_detections(
     boxes_per_anchor: S, a Python int (a traced shape would be frozen into the graph with a warning).
     suppression_box: which of the S boxes NMS compares (a triplet model's full-body boxes of two
     people standing one behind the other overlap; their heads need not).
+    head_class: a triplet model's class of heads detected on their own (their box is box 0); each
+    person's head box becomes the head detection it overlaps best (``attach_heads``).
     Returns boxes (D, 4 S) x1y1x2y2 (box s in columns 4s..4s+3), scores (D,), labels (D,) int64 and
     batch_index (D,) int64, grouped by image, by descending score within an image, at most ``max_detections`` per image.
     """
@@ -102,7 +105,7 @@ def flat_detections(
     while True:
         image_idx, boxes, scores, labels = _nms(
             *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold,
-            suppression_box, boxes_per_anchor)
+            suppression_box, boxes_per_anchor, head_class)
         if num_candidates is None:
             break
         # An image short of max_detections whose candidates were cut may have lost survivors.
@@ -118,7 +121,52 @@ def flat_detections(
     capped = torch.nonzero(rank < max_detections, as_tuple=True)[0]
     # Group by image with an exact integer key (image, rank): ONNX has no stable sort.
     capped = capped[torch.argsort(image_idx[capped] * max_detections + rank[capped])]
-    return boxes[capped], scores[capped], labels[capped], image_idx[capped]
+    boxes, scores, labels, image_idx = boxes[capped], scores[capped], labels[capped], image_idx[capped]
+    if head_class is not None:
+        boxes = attach_heads(boxes, scores, labels, image_idx, rank[capped], batch_size, max_detections, head_class)
+    return boxes, scores, labels, image_idx
+
+
+def attach_heads(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    image_idx: torch.Tensor,
+    rank: torch.Tensor,
+    batch_size: int,
+    max_detections: int,
+    head_class: int,
+) -> torch.Tensor:
+    """A triplet model's person detections get the head its head class detected.
+
+    A head regressed from a full-body anchor is a rough guess (often half a head off, sometimes on
+    the neighbour's head); the head class, trained on head-sized anchors, places heads as well as a
+    plain model's. Each person's head box becomes the head detection of its image that maximises
+    IoU(regressed head, head) x head score, when that IoU is above 0; otherwise it keeps its
+    regressed head. A head detection's three boxes are its one box.
+
+    boxes: (D, 12) full, visible, head (a head detection's box in columns 0-3); scores, labels,
+    image_idx: (D,); rank: (D,) each detection's rank within its image, < max_detections (so the
+    detections of an image fit in one padded (max_detections,) row). Returns boxes (D, 12).
+    """
+    is_head = labels == head_class
+    boxes = torch.where(is_head[:, None], boxes[:, :4].repeat(1, 3), boxes)
+    slot = image_idx * max_detections + rank  # unique per detection
+    num_slots = batch_size * max_detections
+
+    def padded(values: torch.Tensor) -> torch.Tensor:
+        """(D, C) -> (B, max_detections, C): each image's detections in its row, zeros elsewhere."""
+        rows = values.new_zeros(num_slots, values.shape[1]).index_put((slot,), values)
+        return rows.reshape(batch_size, max_detections, values.shape[1])
+
+    heads = padded(boxes[:, :4])  # (B, M, 4), a head detection's box
+    head_scores = padded(torch.where(is_head, scores, torch.zeros_like(scores))[:, None])[..., 0]  # (B, M)
+    overlap = batched_box_iou(padded(boxes[:, 8:]), heads)  # (B, M, M) regressed head vs head box
+    best, best_idx = (overlap * head_scores[:, None, :]).max(dim=2)  # (B, M)
+    best, best_idx = best.reshape(-1)[slot], best_idx.reshape(-1)[slot]  # (D,)
+    snapped = heads.reshape(-1, 4)[image_idx * max_detections + best_idx]
+    attach = ((best > 0) & ~is_head)[:, None]
+    return torch.cat([boxes[:, :8], torch.where(attach, snapped, boxes[:, 8:])], dim=1)
 
 
 def split_by_image(
@@ -161,11 +209,13 @@ def _nms(
     nms_iou_threshold: float,
     suppression_box: int = 0,
     boxes_per_anchor: int = 1,
+    head_class: Optional[int] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-aware NMS of each image's best ``num_candidates`` (all if None) candidates above the threshold.
 
     cand_scores, cand_labels: (B, N); cand_deltas: (B, N, 4 S); cand_anchors: (B, N, 4); image_sizes:
-    (B, 2) h, w. NMS compares box ``suppression_box`` of the S. Returns image index (D,), boxes
+    (B, 2) h, w. NMS compares box ``suppression_box`` of the S (box 0 of a ``head_class`` candidate,
+    a head detected on its own). Returns image index (D,), boxes
     (D, 4 S), scores (D,) and labels (D,) of the survivors, by descending score.
     """
     if num_candidates is not None and cand_scores.shape[1] > num_candidates:
@@ -185,6 +235,8 @@ def _nms(
     # image, often). ONNX's NMS reads such a box's corners the other way round, torchvision's gives it
     # a negative area and IoU 0: as an empty box it overlaps nothing in both.
     compared = boxes[:, suppression_box]
+    if head_class is not None and suppression_box != 0:
+        compared = torch.where((labels == head_class)[:, None], boxes[:, 0], compared)
     compared = torch.cat([compared[:, :2], torch.maximum(compared[:, 2:], compared[:, :2])], dim=1)
     # One NMS over the batch: each (image, class) pair is its own group.
     keep = batched_nms(compared, scores, image_idx * num_classes + labels, nms_iou_threshold)

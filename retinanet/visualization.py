@@ -158,18 +158,29 @@ def draw_annotation(image: np.ndarray, annotation: Dict[str, np.ndarray], class_
     ``DetectionDataset.annotations``."""
     image = draw_ignore_regions(image, annotation["ignore"], annotation["ignore_labels"], class_names)
     if "head_boxes" in annotation:
-        return draw_people(image, annotation["boxes"], annotation["visible_boxes"], annotation["head_boxes"],
-                           name=class_names[0])
+        # the rows of class head, when there are, repeat the people's own heads
+        people = np.asarray(annotation["labels"]) == 0
+        return draw_people(image, annotation["boxes"][people], annotation["visible_boxes"][people],
+                           annotation["head_boxes"][people], name=class_names[0])
     return draw_boxes(image, annotation["boxes"], annotation["labels"], class_names, colours=colours)
 
 
 def draw_detections(image: np.ndarray, detections: Dict[str, np.ndarray], class_names: Sequence[str],
                     colours: Optional[np.ndarray] = None) -> np.ndarray:
     """detections: {"boxes": (D, 4), "scores": (D,), "labels": (D,)} in pixels of ``image``; a person-triplet
-    model's also "visible_boxes" and "head_boxes", drawn per person (``draw_people``)."""
+    model's also "visible_boxes" and "head_boxes", drawn per person (``draw_people``); its head
+    detections (class 1) that are no person's head are drawn as boxes."""
     if "head_boxes" in detections:
-        return draw_people(image, detections["boxes"], detections["visible_boxes"], detections["head_boxes"],
-                           detections["scores"], class_names[0])
+        labels = np.asarray(detections["labels"])
+        people = labels == 0
+        heads = np.asarray(detections["boxes"])[~people]
+        taken = (heads[:, None, :] == np.asarray(detections["head_boxes"])[people][None]).all(axis=2).any(axis=1)
+        lone = np.flatnonzero(~people)[~taken]
+        if len(lone):
+            image = draw_boxes(image, detections["boxes"][lone], labels[lone], class_names, detections["scores"][lone],
+                               colours)
+        return draw_people(image, detections["boxes"][people], detections["visible_boxes"][people],
+                           detections["head_boxes"][people], detections["scores"][people], class_names[0])
     return draw_boxes(image, detections["boxes"], detections["labels"], class_names, detections["scores"],
                       colours)
 

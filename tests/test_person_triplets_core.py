@@ -273,7 +273,7 @@ def test_constants_agree_across_modules():
 
 def test_triplet_model_rejects_bad_arguments():
     with pytest.raises(UserError, match="one class"):
-        RetinaNet(2, depth=18, feature_size=16, person_triplets=True)
+        RetinaNet(3, depth=18, feature_size=16, person_triplets=True)
     with pytest.raises(UserError, match="suppression box"):
         RetinaNet(1, depth=18, feature_size=16, person_triplets=True, suppression_box="torso")
 

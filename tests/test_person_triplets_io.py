@@ -23,10 +23,11 @@ from tests.helpers import randomise_heads, save_model_checkpoint
 from tools.synthetic_crowdhuman import crowd_config, generate_dataset
 
 
-def triplet_model() -> RetinaNet:
-    """A random person-triplet ResNet-18 with spread scores and varied boxes (see helpers.spread_model)."""
+def triplet_model(num_classes: int = 1) -> RetinaNet:
+    """A random person-triplet ResNet-18 with spread scores and varied boxes (see helpers.spread_model);
+    num_classes=2 adds the head class."""
     torch.manual_seed(0)
-    model = RetinaNet(num_classes=1, depth=18, feature_size=16, person_triplets=True).eval()
+    model = RetinaNet(num_classes=num_classes, depth=18, feature_size=16, person_triplets=True).eval()
     randomise_heads(model, class_bias=-1.0)
     return model
 
@@ -49,8 +50,8 @@ def crowd(tmp_path_factory):
 
 def test_train_reads_triplets_from_the_odgt_and_records_the_variant(crowd):
     checkpoint = torch.load(crowd / "run" / "last.pt", weights_only=True)
-    assert checkpoint["class_names"] == ["person"]
-    assert checkpoint["model_args"] == {"num_classes": 1, "depth": 18, "feature_size": 16, "person_triplets": True,
+    assert checkpoint["class_names"] == ["person", "head"]
+    assert checkpoint["model_args"] == {"num_classes": 2, "depth": 18, "feature_size": 16, "person_triplets": True,
                                         "suppression_box": "full"}
     assert checkpoint["model"]["regressionModel.output.bias"].shape == (9 * 12,)
 
@@ -77,12 +78,14 @@ def test_csv_validation_scores_every_box_kind_and_reads_its_own_detections_back(
     ran = csv_validation.main(csv_validation.get_args_parser().parse_args(
         [*common, "--model_path", str(crowd / "run" / "last.pt"), "--output_dir", str(tmp_path / "a")]))
     scores = ran["person_triplets"]
-    assert set(scores) == {"full", "visible", "head", "pairs", "overlapped"}
+    assert set(scores) == {"full", "visible", "head", "person_head", "pairs", "overlapped"}
     truth = read_people_ground_truth(str(data / "annotation_val.odgt"))
     assert scores["full"]["num_annotations"] == sum(len(a["boxes"]) for a in truth.kinds["full"])
     assert scores["pairs"]["num_annotations"] == sum(int(p["valid"].sum()) for p in truth.pairs)
     # The full-body numbers are the CrowdHuman protocol's numbers for the person class.
     assert scores["full"]["ap"] == pytest.approx(ran["crowdhuman"]["person"]["ap"])
+    # and the head-class numbers, the protocol's numbers for the head class
+    assert scores["head"]["ap"] == pytest.approx(ran["crowdhuman"]["head"]["ap"])
     with open(tmp_path / "a" / "metrics.json") as handle:
         assert json.load(handle)["person_triplets"] == scores
 
@@ -104,7 +107,7 @@ def test_detect_writes_three_boxes_per_person_and_visualize_draws_them(crowd, tm
     for record in records:
         assert "boxes" not in record
         assert len(record["full"]) == len(record["visible"]) == len(record["head"]) == len(record["scores"]) > 0
-        assert set(record["classes"]) == {"person"}
+        assert "person" in record["classes"] and set(record["classes"]) <= {"person", "head"}
     result = visualize.main(visualize.get_args_parser().parse_args([
         "--dataset", "crowdhuman", "--crowdhuman_path", str(crowd / "data"), "--model_path",
         str(crowd / "run" / "last.pt"), "--num_images", "2", "--output_dir", str(tmp_path / "v"), "--device", "cpu"]))
@@ -192,15 +195,17 @@ def test_triplet_scores_on_hand_made_people(tmp_path):
     assert evaluate_person_triplets([no_b], truth, [(120, 200)])["overlapped"]["overlapped_recall"] == 0.5
 
 
-def test_export_parity_for_the_triplet_variant(tmp_path):
+@pytest.mark.parametrize("class_names", [["person"], ["person", "head"]])
+def test_export_parity_for_the_triplet_variant(tmp_path, class_names):
     pytest.importorskip("onnxruntime")
-    model = triplet_model()
+    model = triplet_model(len(class_names))
     path = str(tmp_path / "triplet.onnx")
-    export_onnx(model, path, ["person"], sample_size=(64, 96))
+    export_onnx(model, path, class_names, sample_size=(64, 96))
     import onnx
 
     properties = {p.key: p.value for p in onnx.load(path).metadata_props}
     assert properties["boxes"].startswith("person triplets") and "full box" in properties["boxes"]
+    assert ("head detected on its own" in properties["boxes"]) == (len(class_names) == 2)
     runner = onnx_runner(path)
     out = runner(np.random.default_rng(0).standard_normal((2, 3, 96, 64)).astype(np.float32), 0.3)
     assert set(out[0]) == {"boxes", "visible_boxes", "head_boxes", "scores", "labels"}

@@ -4,9 +4,10 @@ import torch
 # Images are padded bottom/right to a multiple of 32 (the stride of C5), so the FPN's top-down
 # x2 upsampling from P5 lands exactly on the P4 and P3 grids.
 PAD_MULTIPLE = 32
-# What a sample gives the loss; the last three only person-triplet samples have
+# What a sample gives the loss; the last four only person-triplet samples have
 # (retinanet.data.crowdhuman_people).
-TARGET_KEYS = ("boxes", "labels", "ignore", "ignore_labels", "visible_boxes", "head_boxes", "head_valid")
+TARGET_KEYS = ("boxes", "labels", "ignore", "ignore_labels", "visible_boxes", "head_boxes", "visible_valid",
+               "head_valid")
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -21,7 +22,7 @@ def collate_batch(samples: "list[dict]") -> "tuple[torch.Tensor, list[dict], lis
             normalisation) below and to the right; H and W are the largest height and width
             rounded up to a multiple of 32, with no extra padding when already a multiple.
         targets: per image dict(boxes (N, 4), labels (N,), ignore (M, 4), ignore_labels (M,)), and for
-            person triplets visible_boxes (N, 4), head_boxes (N, 4), head_valid (N,).
+            person triplets visible_boxes (N, 4), head_boxes (N, 4), visible_valid (N,), head_valid (N,).
         metas: per image dict(scale, orig_size, image_size, path, index); image_size is the (h, w)
             of the unpadded network input, what boxes are clipped to.
     """

@@ -143,7 +143,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         Returns a dict: image (3, h, w) float32; boxes (N, 4) float32; labels (N,) int64;
         ignore (M, 4) float32; ignore_labels (M,) int64; scale (float); orig_size (H, W);
         path (str); index (int). Person-triplet annotations (``data.crowdhuman_people``) add
-        visible_boxes (N, 4), head_boxes (N, 4), resized and flipped with the boxes, and head_valid (N,).
+        visible_boxes (N, 4), head_boxes (N, 4), resized and flipped with the boxes, visible_valid (N,)
+        and head_valid (N,).
         """
         annotation = self._annotations[index]
         path = self._image_paths[index]
@@ -160,7 +161,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         if len(kinds) > 1:
             boxes, *others = np.split(boxes, len(kinds))
             person = {key: torch.from_numpy(value) for key, value in zip(kinds[1:], others)}
-            person["head_valid"] = torch.from_numpy(annotation["head_valid"].copy())
+            for key in ("visible_valid", "head_valid"):
+                if key in annotation:
+                    person[key] = torch.from_numpy(annotation[key].copy())
         return {
             "image": tensor,
             "boxes": torch.from_numpy(boxes),

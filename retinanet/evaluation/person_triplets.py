@@ -6,7 +6,9 @@ A person-triplet detection is one person with a score and three boxes; per image
 ``evaluation.crowdhuman``:
 
 - full body, visible body, head: AP, MR^-2 and JI, each box kind on its own against the odgt's
-  ``fbox``, ``vbox`` or ``hbox`` with the official ignore rules (``odgt_ground_truth``);
+  ``fbox``, ``vbox`` or ``hbox`` with the official ignore rules (``odgt_ground_truth``). A model
+  whose heads are also a class of their own (``head_class``) is scored on those head detections,
+  as a plain model's head class is; the persons' head boxes are then scored too ("person_head");
 - body-head pairs: AP and MR^-2 where a detection matches a person only when its full body and its
   head both reach IoU > 0.5 with that person's (``evaluate_crowdhuman_pairs``);
 - the recall of people whose full body overlaps another person's at IoU > 0.5
@@ -76,28 +78,57 @@ def evaluate_box_kind(detections: Sequence[dict], truth: PeopleGroundTruth, kind
 
 
 def evaluate_person_triplets(detections: Sequence[dict], truth: PeopleGroundTruth,
-                             image_sizes: Sequence["tuple[int, int]"]) -> dict:
+                             image_sizes: Sequence["tuple[int, int]"], head_class: Optional[int] = None) -> dict:
     """Every score of the module docstring: {"full", "visible", "head": evaluate_crowdhuman results,
-    "pairs": evaluate_crowdhuman_pairs result, "overlapped": overlapped_recall result}.
+    "pairs": evaluate_crowdhuman_pairs result, "overlapped": overlapped_recall result}, and with
+    ``head_class`` also "person_head".
 
-    detections: per image (I,) a triplet record; image_sizes: (I,) (H, W).
+    detections: per image (I,) a triplet record; image_sizes: (I,) (H, W). head_class: the label of
+    the heads detected on their own (the persons are label 0); None: every detection is a person.
     """
-    results = {kind: evaluate_box_kind(kind_detections(detections, DETECTION_KEYS[kind]), truth, kind, image_sizes)
+    person = None if head_class is None else 0
+    people = [_selected(record, person) for record in detections]
+    results = {kind: evaluate_box_kind(kind_detections(people, DETECTION_KEYS[kind]), truth, kind, image_sizes)
                for kind in PERSON_BOX_KINDS}
+    if head_class is not None:
+        results["person_head"] = results["head"]
+        results["head"] = evaluate_box_kind(kind_detections(detections, label=head_class), truth, "head", image_sizes)
     pair_detections = [{"bodies": record["boxes"], "heads": record["head_boxes"], "scores": record["scores"]}
-                       for record in detections]
+                       for record in people]
     results["pairs"] = evaluate_crowdhuman_pairs(pair_detections, truth.pairs, image_sizes)
-    results["overlapped"] = overlapped_recall(kind_detections(detections), truth.kinds["full"], image_sizes)
+    results["overlapped"] = overlapped_recall(kind_detections(people), truth.kinds["full"], image_sizes)
     return results
+
+
+def detected_head_class(detections: Sequence[dict], class_names: Sequence[str]) -> Optional[int]:
+    """The label of heads detected on their own among triplet detections: the index of ``head`` in
+    ``class_names`` when some detection has it (a triplet model with a head class), else None."""
+    if HEAD_CLASS not in class_names:
+        return None
+    label = list(class_names).index(HEAD_CLASS)
+    return label if any((np.asarray(record["labels"]) == label).any() for record in detections) else None
+
+
+def _selected(record: dict, label: Optional[int]) -> dict:
+    """The detections of a record labelled ``label`` (all of them for None), every key alike."""
+    if label is None:
+        return record
+    keep = np.asarray(record["labels"]) == label
+    return {key: np.asarray(value)[keep] for key, value in record.items()}
 
 
 def format_person_triplets(results: dict) -> str:
     """A small table: AP, MR^-2 and JI per box kind, the pair protocol, and the overlapped-people recall."""
     lines = ["person triplets (CrowdHuman protocol)      AP   MR^-2      JI   #annot"]
-    for kind in PERSON_BOX_KINDS:
+    names = {"full": "full body", "visible": "visible body", "head": "head",
+             "person_head": "head (of the person detections)"}
+    if "person_head" in results:
+        names["head"] = "head (head class)"
+    for kind in (*PERSON_BOX_KINDS, "person_head"):
+        if kind not in results:
+            continue
         r = results[kind]
-        lines.append(f"  {kind + ' body' if kind != 'head' else 'head':<38}{r['ap']:6.4f}  {r['mr']:6.4f}  "
-                     f"{r['ji']:6.4f}  {r['num_annotations']:7d}")
+        lines.append(f"  {names[kind]:<38}{r['ap']:6.4f}  {r['mr']:6.4f}  {r['ji']:6.4f}  {r['num_annotations']:7d}")
     pairs = results["pairs"]
     lines.append(f"  {'body-head pairs (both IoU > 0.5)':<38}{pairs['ap']:6.4f}  {pairs['mr']:6.4f}       -  "
                  f"{pairs['num_annotations']:7d}")
@@ -113,7 +144,7 @@ def metrics_document(results: dict) -> dict:
     keys = {"pairs": ("ap", "mr", "num_annotations", "num_detections"),
             "overlapped": ("overlapped_recall", "num_overlapped", "recall", "num_people")}
     document = {}
-    for name in (*PERSON_BOX_KINDS, "pairs", "overlapped"):
+    for name in (*PERSON_BOX_KINDS, "person_head", "pairs", "overlapped"):
         if name in results:
             wanted = keys.get(name, ("ap", "mr", "ji", "ji_score_threshold", "num_annotations", "num_detections"))
             document[name] = {key: _plain_number(results[name][key]) for key in wanted}
