@@ -34,6 +34,8 @@ those detections:
     visible-body and head boxes each, AP and MR^-2 of body-head pairs (a detection matches a
     person when its full body and head both reach IoU > 0.5 with that person's), and the recall
     of people whose full body overlaps another's at IoU > 0.5 (in metrics.json: person_triplets).
+    A triplet model's head class gives the head scores, as a plain model's head class does; the
+    head boxes of its person detections are scored as well (person_head).
 
 Writes into --output_dir (default ./val_results): detections.jsonl (when a model ran),
 coco_results.json (image id = image index + 1, category id = class index + 1, the ids of
@@ -183,8 +185,10 @@ def main(args: argparse.Namespace) -> dict:
     if args.odgt and not args.no_crowdhuman and any("head_boxes" in record for record in detections):
         # every box kind, the body-head pairs and the overlapped people (retinanet.evaluation.person_triplets)
         sizes = [dataset.image_size(index) for index in range(len(dataset))]
+        # a model says whether it has a head class; a detections file, by having head detections
+        head_class = model.head_class if model is not None else detected_head_class(detections, class_names)
         results = evaluate_person_triplets(detections, read_people_ground_truth(args.odgt), sizes,
-                                           detected_head_class(detections, class_names))
+                                           head_class)
         extra_metrics["person_triplets"] = metrics_document(results)
         extra_summary = format_person_triplets(results)
 

@@ -11,6 +11,7 @@ Writes into --output_dir:
                       ({"frame", "time_s", ...}) with "boxes" ([[x1, y1, x2, y2], ...] original pixels),
                       "scores", "labels" (class indices) and "classes" (class names); a person-triplet
                       model writes "full", "visible" and "head" boxes per person in place of "boxes"
+                      (a detection of its head class has its box in all three)
     summary.json      counts, throughput (images/s or frames/s), unreadable files, settings
     annotated images  under the same relative paths as the inputs (not with --no_images), or
     <video name>.mp4 / .avi  the annotated video

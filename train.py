@@ -96,7 +96,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--feature_size", type=int, default=256,
                        help="FPN/head channels (default 256, the published model's; smaller trains faster)")
     model.add_argument("--person_triplets", action="store_true",
-                       help="one detection per person with its full-body, visible-body and head boxes "
+                       help="one detection per person with its full-body, visible-body and head boxes, plus "
+                            "heads as a class of their own that each person takes its head from "
                             "(--dataset crowdhuman); stored in the checkpoint")
     model.add_argument("--suppression_box", choices=PERSON_BOX_KINDS, default=DEFAULT_SUPPRESSION_BOX,
                        help="person triplets: the box NMS compares (default %(default)s, the lowest MR^-2 on the "

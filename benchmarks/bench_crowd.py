@@ -4,6 +4,7 @@ Usage:
     python benchmarks/bench_crowd.py                       # README's table (about 35 min on 2 cores)
     python benchmarks/bench_crowd.py --num_train 24 --num_val 8 --epochs 1      # every step, quickly
     python benchmarks/bench_crowd.py --reuse               # score the trained models again
+    python benchmarks/bench_crowd.py --seeds 0 1 2         # every model trained three times; rows per seed, and means
 
 Data: a dense synthetic CrowdHuman nobody tuned for (tools/make_synthetic_crowdhuman.py --crowd dense,
 seed 20261201, 640x480; about 20 people and 3 full-body pairs at IoU > 0.5 per image). Three models
@@ -38,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,11 +48,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_learning import run_step  # noqa: E402
 from retinanet.cli import run_cli  # noqa: E402
 from retinanet.data import CrowdHumanDataset, Transform, collate_batch  # noqa: E402
-from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES  # noqa: E402
 from retinanet.errors import UserError  # noqa: E402
 from retinanet.evaluation.crowd_overlaps import overlapped_recall  # noqa: E402
 from retinanet.evaluation.person_triplets import (  # noqa: E402
-    detected_head_class,
     evaluate_box_kind,
     evaluate_person_triplets,
     kind_detections,
@@ -83,6 +83,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse", action="store_true",
                         help="keep the data and the checkpoints a previous run left in --work_dir")
     parser.add_argument("--workers", type=int, default=1, help="data loader processes (default 1)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="train.py --seed of each training run: every model is trained once per seed and "
+                             "scored per seed and as the mean (default 0; one 10-epoch run moves MR^-2 by a few "
+                             "points from seed to seed)")
     return parser
 
 
@@ -99,9 +103,14 @@ def make_data(args, work: Path) -> Path:
     return data
 
 
-def train(args, work: Path, data: Path, name: str) -> dict:
+def run_name(name: str, seed: int) -> str:
+    """A training run's folder in --work_dir (seed 0, train.py's default, keeps the model's name)."""
+    return name if seed == 0 else f"{name}_seed{seed}"
+
+
+def train(args, work: Path, data: Path, name: str, seed: int) -> dict:
     """Train one model (unless --reuse finds it); returns {"checkpoint", "train_images_per_second", "seconds"}."""
-    out = work / name
+    out = work / run_name(name, seed)
     checkpoint = out / "last.pt"
     if not (args.reuse and checkpoint.is_file()):
         if name == "triplet":
@@ -110,10 +119,11 @@ def train(args, work: Path, data: Path, name: str) -> dict:
             body = name.split("_")[1]
             source = ["--dataset", "csv", "--csv_train", str(work / f"csv_{body}" / "train_annotations.csv"),
                       "--csv_classes", str(work / "classes.csv")]
-        print(f"training {name} ...", flush=True)
+        print(f"training {name} (seed {seed}) ...", flush=True)
         run_step(["train.py", *source, *RECIPE, "--epochs", str(args.epochs), "--min_side", str(args.min_side),
                   "--max_side", str(args.min_side * 4 // 3), "--val_every", str(args.epochs + 1),
-                  "--workers", str(args.workers), "--output_dir", str(out)], work / f"train_{name}.log")
+                  "--workers", str(args.workers), "--seed", str(seed), "--output_dir", str(out)],
+                 work / f"train_{run_name(name, seed)}.log")
     epochs = [json.loads(line) for line in open(out / "metrics.jsonl") if line.strip()]
     seconds = sum(epoch["seconds"] for epoch in epochs)
     images = sum(epoch["images_per_second"] * epoch["seconds"] for epoch in epochs)
@@ -168,12 +178,13 @@ def training_speed(checkpoints: dict, dataset, repeats: int = 4) -> dict:
     return {name: len(images) / seconds for name, seconds in best.items()}
 
 
-def detect(checkpoint: str, dataset, args, **settings) -> list:
+def detect(checkpoint: str, dataset, args, **settings) -> "tuple[list, int | None]":
+    """The checkpoint's detections on ``dataset`` and its head class (a triplet model's, else None)."""
     model, _ = load_model(checkpoint, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS,
                           **settings)
     detections, _ = predict_dataset(model, dataset, torch.device("cpu"), batch_size=4, workers=args.workers,
                                     description=os.path.basename(os.path.dirname(checkpoint)))
-    return detections
+    return detections, model.head_class
 
 
 def score_plain(detections: dict, truth, sizes) -> dict:
@@ -205,11 +216,17 @@ HEADER = ("model              full body AP  MR^-2     JI  visible AP  MR^-2   he
           "person's head AP  MR^-2   pairs AP  MR^-2  overlap R  train  infer img/s")
 
 
+def mean_document(documents: list) -> dict:
+    """The mean over seeds of ``metrics_document``s with the same keys."""
+    return {kind: {key: float(np.mean([document[kind][key] for document in documents])) for key in values}
+            for kind, values in documents[0].items()}
+
+
 def main(args: argparse.Namespace) -> dict:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     data = make_data(args, work)
-    trained = {name: train(args, work, data, name) for name in args.models}
+    trained = {(name, seed): train(args, work, data, name, seed) for seed in args.seeds for name in args.models}
 
     dataset = CrowdHumanDataset(str(data), "val", person_triplets=True,
                                 transform=Transform(args.min_side, args.min_side * 4 // 3))
@@ -219,62 +236,79 @@ def main(args: argparse.Namespace) -> dict:
         raise UserError(f"{odgt}: its images and those found in {data} differ")
     sizes = [truth.image_sizes[i] or dataset.image_size(i) for i in range(len(dataset))]
 
-    detections, speeds, rows = {}, {}, {}
+    # Speed: the first seed's models (every seed has the same architecture).
     train_set = CrowdHumanDataset(str(data), "train", person_triplets=True,
                                   transform=Transform(args.min_side, args.min_side * 4 // 3))
-    checkpoints = {name: trained[name]["checkpoint"] for name in args.models}
+    first = args.seeds[0]
+    checkpoints = {name: trained[name, first]["checkpoint"] for name in args.models}
     train_speed, infer_speed = training_speed(checkpoints, train_set), inference_speeds(checkpoints, dataset)
-    for name in args.models:
-        # the triplet model at the default suppression box, whichever its run was trained with
-        settings = {"suppression_box": DEFAULT_SUPPRESSION_BOX} if name == "triplet" else {}
-        detections[name] = detect(trained[name]["checkpoint"], dataset, args, **settings)
-        speeds[name] = {"train": train_speed[name], "infer": infer_speed[name],
-                        "train_run_images_per_second": trained[name]["train_images_per_second"]}
-    plain = score_plain({k: v for k, v in detections.items() if k != "triplet"}, truth, sizes)
-    if plain:
-        rows["plain"] = plain
-    suppression = {}
-    if "triplet" in detections:
-        head_class = detected_head_class(detections["triplet"], CROWDHUMAN_CLASSES)
-        rows["triplet"] = evaluate_person_triplets(detections["triplet"], truth, sizes, head_class)
-        for box in MODEL_BOX_KINDS:
-            found = detect(trained["triplet"]["checkpoint"], dataset, args, suppression_box=box)
-            suppression[box] = evaluate_person_triplets(found, truth, sizes, head_class)
+    speeds = {name: {"train": train_speed[name], "infer": infer_speed[name],
+                     "train_run_images_per_second": trained[name, first]["train_images_per_second"]}
+              for name in args.models}
+
+    per_seed, suppression = {}, {}
+    for seed in args.seeds:
+        detections, head_classes, rows = {}, {}, {}
+        for name in args.models:
+            # the triplet model at the default suppression box, whichever its run was trained with
+            settings = {"suppression_box": DEFAULT_SUPPRESSION_BOX} if name == "triplet" else {}
+            detections[name], head_classes[name] = detect(trained[name, seed]["checkpoint"], dataset, args, **settings)
+        plain = score_plain({k: v for k, v in detections.items() if k != "triplet"}, truth, sizes)
+        if plain:
+            rows["plain"] = metrics_document(plain)
+        if "triplet" in detections:
+            head_class = head_classes["triplet"]
+            rows["triplet"] = metrics_document(evaluate_person_triplets(detections["triplet"], truth, sizes,
+                                                                        head_class))
+            if seed == first:  # NMS on each box, for the first seed's model
+                for box in MODEL_BOX_KINDS:
+                    found, _ = detect(trained["triplet", seed]["checkpoint"], dataset, args, suppression_box=box)
+                    suppression[box] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))
+        per_seed[seed] = rows
+    means = {model: mean_document([per_seed[seed][model] for seed in args.seeds]) for model in per_seed[first]}
 
     print(f"\n{len(dataset)} validation images, {args.num_train} training images, {args.epochs} epochs, "
-          f"{args.min_side} px; {platform.machine()} CPU, {torch.get_num_threads()} threads")
+          f"{args.min_side} px, seeds {' '.join(map(str, args.seeds))}; {platform.machine()} CPU, "
+          f"{torch.get_num_threads()} threads")
     print(HEADER)
-    plain_speed = speeds.get("plain_full", {})
-    if "plain" in rows:
-        print(format_row("plain (2 classes)", rows["plain"], plain_speed))
-    if "triplet" in rows:
-        print(format_row(f"triplets, {DEFAULT_SUPPRESSION_BOX} NMS", rows["triplet"], speeds["triplet"]))
-        print("\ntriplet model, NMS (IoU 0.5) on each box:")
+    labels = {"plain": ("plain (2 classes)", "plain"),
+              "triplet": (f"triplets, {DEFAULT_SUPPRESSION_BOX} NMS", "triplets")}
+    for model, (label, short) in labels.items():
+        if model not in means:
+            continue
+        if len(args.seeds) > 1:
+            for seed in args.seeds:
+                print(format_row(f"{short}, seed {seed}", per_seed[seed][model], {}))
+            label = f"{short}, mean"
+        print(format_row(label, means[model], speeds.get("plain_full" if model == "plain" else "triplet", {})))
+    if suppression:
+        print(f"\ntriplet model (seed {first}), NMS (IoU 0.5) on each box:")
         print(HEADER.replace("model             ", "NMS on            "))
         for box, result in suppression.items():
             print(format_row(f"{box} box", result, {}))
-    if "plain" in rows and "triplet" in rows:
-        p, t = rows["plain"], rows["triplet"]
+    if "plain" in means and "triplet" in means and "plain_full" in speeds:
+        p, t = means["plain"], means["triplet"]
+        mean = " (means over the seeds)" if len(args.seeds) > 1 else ""
         print(f"\nfull-body MR^-2 {100 * (p['full']['mr'] - t['full']['mr']):+.1f} points lower with triplets "
               f"(target >= 5); overlapped recall {100 * (t['overlapped']['overlapped_recall'] - p['overlapped']['overlapped_recall']):+.1f} "  # noqa: E501
               f"points (target >= 10); head AP {t['head']['ap'] - p['head']['ap']:+.4f}, visible AP "
-              f"{t['visible']['ap'] - p['visible']['ap']:+.4f} (targets >= 0); inference "
+              f"{t['visible']['ap'] - p['visible']['ap']:+.4f} (targets >= 0){mean}; inference "
               f"{speeds['plain_full']['infer'] / speeds['triplet']['infer']:.2f}x the plain model's time "
               "(target <= 1.15)")
 
     summary = {
         "settings": {"num_train": args.num_train, "num_val": len(dataset), "epochs": args.epochs,
-                     "min_side": args.min_side, "recipe": RECIPE, "seed": SEED, "machine": platform.machine(),
-                     "threads": torch.get_num_threads()},
+                     "min_side": args.min_side, "recipe": RECIPE, "data_seed": SEED, "seeds": args.seeds,
+                     "machine": platform.machine(), "threads": torch.get_num_threads()},
         "speed": speeds,
-        "scores": {name: metrics_document(row) for name, row in rows.items()},
-        "triplet_suppression": {box: metrics_document(result) for box, result in suppression.items()},
+        "scores": means,
+        "scores_per_seed": {str(seed): rows for seed, rows in per_seed.items()},
+        "triplet_suppression": suppression,
     }
     path = ROOT / "benchmarks" / "results" / "bench_crowd.json"
     write_json(str(path), summary)
     print(f"wrote {path}")
     return summary
-
 
 if __name__ == "__main__":
     run_cli(main, get_args_parser())

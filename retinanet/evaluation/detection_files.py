@@ -9,6 +9,8 @@ A person-triplet model's record has its three boxes per person in place of ``box
     {"image": "<name>", "full": [[x1, y1, x2, y2], ...], "visible": [...], "head": [...],
      "scores": [...], "labels": ["person", ...]}
 
+(a detection of the model's head class, label ``head``, has its one box in all three lists).
+
 Boxes and scores are written as the shortest decimals that read back to the same
 float32 values, and ``read_detections`` returns them as float32, so detections from
 the model (float32) survive a round trip bit for bit and re-evaluation gives the same
