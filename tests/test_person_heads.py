@@ -207,3 +207,25 @@ def test_heads_of_a_head_class_are_scored_as_a_plain_models_heads(tmp_path):
     everyone = evaluate_person_triplets([detections], truth, [(120, 200)])
     assert "person_head" not in everyone and everyone["full"]["num_detections"] == 6
 
+
+
+def test_pictures_draw_a_lone_head_detection_and_not_a_persons_head_twice():
+    from retinanet.visualization import draw_detections
+
+    person = [20, 20, 60, 120]
+    taken, lone = [30, 60, 45, 75], [120, 60, 135, 75]  # below the person caption
+    def detections(*head_rows):
+        rows = [person, *head_rows]
+        return {"boxes": np.array(rows, np.float32), "visible_boxes": np.array(rows, np.float32),
+                "head_boxes": np.array([taken, *head_rows], np.float32),
+                "scores": np.linspace(0.9, 0.5, len(rows)).astype(np.float32),
+                "labels": np.array([0] + [1] * len(head_rows))}
+    image = np.full((140, 200, 3), 255, np.uint8)
+    alone = draw_detections(image, detections(), ["person", "head"])
+    # the head the person took is drawn once, as the person's head
+    assert np.array_equal(draw_detections(image, detections(taken), ["person", "head"]), alone)
+    # a head no person took is drawn, and nowhere but around its box (its caption sits above it)
+    with_lone = draw_detections(image, detections(lone), ["person", "head"])
+    changed = np.argwhere((with_lone != alone).any(axis=2))
+    assert len(changed) > 0
+    assert changed[:, 1].min() >= lone[0] - 2 and changed[:, 0].max() <= lone[3] + 2

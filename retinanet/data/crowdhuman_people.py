@@ -132,7 +132,8 @@ class CrowdHumanDataset(DetectionDataset):
     ``class_names`` has it; else ``class_names`` (person and/or head) with ``body`` ("visible" or
     "full") as the person box, as ``build_annotations_file.py``.
     Images missing from the folders are skipped with a warning; a split without any is an error.
-    A triplet sample carries visible_boxes, head_boxes and head_valid (``DetectionDataset.__getitem__``).
+    A triplet sample carries visible_boxes, head_boxes, visible_valid and head_valid
+    (``DetectionDataset.__getitem__``).
     """
 
     def __init__(
