@@ -1,5 +1,6 @@
 """Small data and models the tests build for themselves (nothing is downloaded or committed)."""
 import contextlib
+import json
 import os
 
 import cv2
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 
 from retinanet.checkpoint import CHECKPOINT_FORMAT
+from retinanet.evaluation.person_triplets import read_people_ground_truth
 from retinanet.model import RetinaNet
 
 
@@ -121,3 +123,24 @@ def randomise_heads(model: RetinaNet, class_bias: float) -> None:
             conv.weight.normal_(0, 0.1)
         head.output.bias.fill_(class_bias)
         boxes.output.weight.normal_(0, 0.5)
+
+
+def person_gtbox(fbox, vbox, hbox=None, **flags) -> dict:
+    """An odgt ``person`` gtbox (boxes [x, y, w, h]); no ``hbox`` key when hbox is None."""
+    gtbox = {"tag": "person", "fbox": fbox, "vbox": vbox, **flags}
+    if hbox is not None:
+        gtbox["hbox"] = hbox
+    return gtbox
+
+
+def xywh_to_corners(box) -> list:
+    """[x, y, w, h] -> [x1, y1, x2, y2], written here so that tests do not lean on the library's conversion."""
+    return [box[0], box[1], box[0] + box[2], box[1] + box[3]]
+
+
+def one_image_people(tmp_path, people, height: int = 120, width: int = 200):
+    """Write one image (id "a") with the gtboxes ``people`` as ``tmp_path/gt.odgt`` and read it back with
+    ``read_people_ground_truth``."""
+    odgt = tmp_path / "gt.odgt"
+    odgt.write_text(json.dumps({"ID": "a", "height": height, "width": width, "gtboxes": people}) + "\n")
+    return read_people_ground_truth(str(odgt))

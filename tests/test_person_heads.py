@@ -4,7 +4,6 @@ take their head from the head detections, and how the heads are scored.
 Expected values are worked out by hand (boxes, IoUs) or by a plain loop over detections written here,
 never by the vectorised code under test.
 """
-import json
 
 import numpy as np
 import pytest
@@ -17,13 +16,12 @@ from retinanet.evaluation.crowdhuman import eval_ap
 from retinanet.evaluation.person_triplets import (
     detected_head_class,
     evaluate_person_triplets,
-    read_people_ground_truth,
 )
 from retinanet.losses import build_targets
 from retinanet.model import RetinaNet
 from retinanet.postprocess import attach_heads
-from tests.helpers import randomise_heads
-from tests.test_person_triplets_core import hand_encode, hand_iou, person_gtbox
+from tests.helpers import one_image_people, person_gtbox, randomise_heads, xywh_to_corners
+from tests.test_person_triplets_core import hand_encode, hand_iou
 
 WHERE = "gt.odgt:1"
 
@@ -173,15 +171,9 @@ def test_heads_of_a_head_class_are_scored_as_a_plain_models_heads(tmp_path):
     people = [person_gtbox([10, 10, 40, 90], [10, 10, 40, 90], [20, 10, 12, 14]),
               person_gtbox([60, 10, 40, 90], [60, 10, 40, 90], [70, 10, 12, 14]),
               person_gtbox([120, 10, 40, 90], [120, 10, 40, 90], [130, 10, 12, 14], head_attr={"ignore": 1})]
-    odgt = tmp_path / "gt.odgt"
-    odgt.write_text(json.dumps({"ID": "a", "height": 120, "width": 200, "gtboxes": people}) + "\n")
-    truth = read_people_ground_truth(str(odgt))
-
-    def xyxy(box):
-        return [box[0], box[1], box[0] + box[2], box[1] + box[3]]
-
-    fulls = [xyxy(p["fbox"]) for p in people]
-    heads = [xyxy(p["hbox"]) for p in people]
+    truth = one_image_people(tmp_path, people)
+    fulls = [xywh_to_corners(p["fbox"]) for p in people]
+    heads = [xywh_to_corners(p["hbox"]) for p in people]
     # persons A, B, C with B's head box on A's head (wrong); the head class finds A's and B's heads,
     # plus a false head far away that scores above them.
     detections = {"boxes": np.array([*fulls, [170, 100, 180, 110], heads[0], heads[1]], np.float32),

@@ -21,7 +21,7 @@ from retinanet.evaluation.crowd_overlaps import overlapped_recall
 from retinanet.losses import build_targets, retinanet_loss
 from retinanet.model import PERSON_BOX_KINDS, RetinaNet
 from retinanet.postprocess import flat_detections, split_by_image
-from tests.helpers import save_model_checkpoint
+from tests.helpers import person_gtbox, save_model_checkpoint
 
 STD = (0.1, 0.1, 0.2, 0.2)
 
@@ -346,13 +346,6 @@ def test_load_weights_changes_variant_only_when_allowed(tmp_path):
 # --- CrowdHuman records -> triplet annotations ------------------------------------------------------
 
 WHERE = "annotation_train.odgt:7"
-
-
-def person_gtbox(fbox, vbox, hbox=None, **flags):
-    gtbox = {"tag": "person", "fbox": fbox, "vbox": vbox, **flags}
-    if hbox is not None:
-        gtbox["hbox"] = hbox
-    return gtbox
 
 
 def test_person_annotation_ignore_rules_and_clipping():

@@ -19,7 +19,7 @@ from retinanet.evaluation.person_triplets import evaluate_person_triplets, read_
 from retinanet.export import check_parity, export_onnx, onnx_runner, parity_ok
 from retinanet.model import RetinaNet
 from retinanet.visualization import class_colours, draw_people
-from tests.helpers import randomise_heads, save_model_checkpoint
+from tests.helpers import one_image_people, person_gtbox, randomise_heads, save_model_checkpoint, xywh_to_corners
 from tools.synthetic_crowdhuman import crowd_config, generate_dataset
 
 
@@ -154,26 +154,16 @@ def test_detection_file_round_trip_and_mixed_records(tmp_path):
         read_detections(path, ["a.jpg"], ["person"])
 
 
-def _person(fbox, vbox, hbox, **flags):
-    return {"tag": "person", "fbox": fbox, "vbox": vbox, "hbox": hbox, **flags}
-
-
 def test_triplet_scores_on_hand_made_people(tmp_path):
     # B stands behind A: full bodies at IoU 0.6, heads apart; C is alone; D's head is ignored.
-    people = [_person([10, 10, 40, 90], [10, 10, 40, 90], [20, 10, 12, 14]),
-              _person([22, 12, 40, 90], [50, 12, 12, 40], [40, 12, 12, 14]),
-              _person([120, 10, 40, 90], [120, 10, 40, 90], [130, 10, 12, 14]),
-              _person([170, 10, 20, 60], [170, 10, 20, 60], [175, 10, 8, 10], head_attr={"ignore": 1})]
-    odgt = tmp_path / "gt.odgt"
-    odgt.write_text(json.dumps({"ID": "a", "height": 120, "width": 200, "gtboxes": people}) + "\n")
-    truth = read_people_ground_truth(str(odgt))
-
-    def xyxy(box):
-        return [box[0], box[1], box[0] + box[2], box[1] + box[3]]
-
-    perfect = {"boxes": np.array([xyxy(p["fbox"]) for p in people], np.float32),
-               "visible_boxes": np.array([xyxy(p["vbox"]) for p in people], np.float32),
-               "head_boxes": np.array([xyxy(p["hbox"]) for p in people], np.float32),
+    people = [person_gtbox([10, 10, 40, 90], [10, 10, 40, 90], [20, 10, 12, 14]),
+              person_gtbox([22, 12, 40, 90], [50, 12, 12, 40], [40, 12, 12, 14]),
+              person_gtbox([120, 10, 40, 90], [120, 10, 40, 90], [130, 10, 12, 14]),
+              person_gtbox([170, 10, 20, 60], [170, 10, 20, 60], [175, 10, 8, 10], head_attr={"ignore": 1})]
+    truth = one_image_people(tmp_path, people)
+    perfect = {"boxes": np.array([xywh_to_corners(p["fbox"]) for p in people], np.float32),
+               "visible_boxes": np.array([xywh_to_corners(p["vbox"]) for p in people], np.float32),
+               "head_boxes": np.array([xywh_to_corners(p["hbox"]) for p in people], np.float32),
                "scores": np.array([0.9, 0.8, 0.7, 0.6], np.float32), "labels": np.zeros(4, np.int64)}
     results = evaluate_person_triplets([perfect], truth, [(120, 200)])
     for kind, annotated in (("full", 4), ("visible", 4), ("head", 3)):
