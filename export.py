@@ -32,6 +32,7 @@ from retinanet.export import (
     torchscript_runner,
 )
 from retinanet.hub import load_model
+from retinanet.model import DEFAULT_TOPK_PER_LEVEL
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="class-aware NMS IoU threshold, fixed in the graph (default: %(default)s)")
     parser.add_argument("--max_detections", type=int, default=300,
                         help="detections kept per image, fixed in the graph (default: %(default)s)")
-    parser.add_argument("--topk_per_level", type=int, default=1000,
+    parser.add_argument("--topk_per_level", type=int, default=DEFAULT_TOPK_PER_LEVEL,
                         help="candidates per pyramid level before NMS, fixed in the graph "
                              "(default: %(default)s)")
     parser.add_argument("--min_side", type=int, default=608,

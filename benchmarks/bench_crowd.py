@@ -63,7 +63,7 @@ from retinanet.model import DEFAULT_SUPPRESSION_BOX  # noqa: E402
 from retinanet.model import PERSON_BOX_KINDS as MODEL_BOX_KINDS  # noqa: E402
 from retinanet.precision import resolve_precision  # noqa: E402
 from retinanet.training import build_optimizer  # noqa: E402
-from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, predict_dataset  # noqa: E402
+from retinanet.validation import evaluation_settings, predict_dataset  # noqa: E402
 
 SEED = 20261201
 MODELS = ("plain_full", "plain_visible", "triplet")
@@ -135,8 +135,7 @@ def inference_speeds(checkpoints: dict, dataset, repeats: int = 5) -> dict:
     the models taking turns, best of ``repeats`` each."""
     images, _, metas = collate_batch([dataset[index] for index in range(min(4, len(dataset)))])
     sizes, scales = [m["image_size"] for m in metas], [m["scale"] for m in metas]
-    models = {name: load_model(checkpoint, score_threshold=EVAL_SCORE_THRESHOLD,
-                               max_detections=EVAL_MAX_DETECTIONS)[0] for name, checkpoint in checkpoints.items()}
+    models = {name: load_model(checkpoint, **evaluation_settings())[0] for name, checkpoint in checkpoints.items()}
     best = {name: float("inf") for name in models}
     for turn in range(repeats + 1):
         for name, model in models.items():
@@ -180,8 +179,7 @@ def training_speed(checkpoints: dict, dataset, repeats: int = 4) -> dict:
 
 def detect(checkpoint: str, dataset, args, **settings) -> "tuple[list, int | None]":
     """The checkpoint's detections on ``dataset`` and its head class (a triplet model's, else None)."""
-    model, _ = load_model(checkpoint, score_threshold=EVAL_SCORE_THRESHOLD, max_detections=EVAL_MAX_DETECTIONS,
-                          **settings)
+    model, _ = load_model(checkpoint, **evaluation_settings(), **settings)
     detections, _ = predict_dataset(model, dataset, torch.device("cpu"), batch_size=4, workers=args.workers,
                                     description=os.path.basename(os.path.dirname(checkpoint)))
     return detections, model.head_class

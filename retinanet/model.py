@@ -25,6 +25,8 @@ from retinanet.state_dicts import RESNET_STAGES
 # A person-triplet model's boxes per detection, in the order of its box deltas (and of
 # postprocess.TRIPLET_BOX_KEYS). NMS compares one of them (``suppression_box``).
 PERSON_BOX_KINDS = ("full", "visible", "head")
+# Candidates each pyramid level passes to NMS at inference (torchvision's RetinaNet's): a speed setting.
+DEFAULT_TOPK_PER_LEVEL = 1000
 # Measured on dense synthetic crowds (benchmarks/bench_crowd.py, README "People in crowds"): NMS on
 # the full body gave the lowest MR^-2 and the best JI; on the head or the visible body it kept every
 # overlapped person but also duplicates whose small boxes came out apart, at a much higher MR^-2.
@@ -141,7 +143,7 @@ class RetinaNet(nn.Module):
         prior_probability: float = 0.01,
         freeze_bn: bool = True,
         score_threshold: float = 0.05,
-        topk_per_level: int = 1000,
+        topk_per_level: int = DEFAULT_TOPK_PER_LEVEL,
         nms_iou_threshold: float = 0.5,
         max_detections: int = 300,
         person_triplets: bool = False,

@@ -144,6 +144,7 @@ def predict_for_validation(model, dataset, device, args: argparse.Namespace, sco
           "per image")
     settings = dict(depth=model.depth, min_side=args.min_side, max_side=args.max_side,
                     model_score_threshold=score_threshold, max_detections=max_detections,
+                    topk_per_level=model.topk_per_level,
                     nms_iou_threshold=model.nms_iou_threshold, device=str(device), precision=precision.name,
                     images_per_second=images_per_second)
     return detections, settings

@@ -68,6 +68,7 @@ def test_model_run_reports_the_twelve_numbers(coco_root, tmp_path):
     assert set(metrics["per_class"]) == {"a", "b"} and isinstance(metrics["map"], float)
     settings = metrics["settings"]
     assert settings["max_detections"] == 100 and settings["model_score_threshold"] == 0.05
+    assert settings["topk_per_level"] == 1000  # 4 x 100 candidates: the model's own cut is more
     assert settings["precision"] == resolve_precision("bf16", torch.device("cpu")).name  # fp32 without fast bf16
     assert json.loads((output / "metrics.json").read_text())["coco"] == metrics["coco"]
 

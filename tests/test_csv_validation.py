@@ -84,6 +84,7 @@ def test_model_run_writes_every_output(model_run):
     assert list(on_disk["coco"]) == list(COCO_METRIC_NAMES)
     settings = on_disk["settings"]
     assert settings["model_score_threshold"] == 0.01 and settings["max_detections"] == 1000
+    assert settings["topk_per_level"] == 4000  # NMS's 4 candidates per detection kept, from any level
     # The model keeps detections down to 0.01, and the CrowdHuman protocol scores them all.
     assert settings["score_threshold"] == 0.05 and settings["crowdhuman_score_threshold"] is None
 

@@ -4,7 +4,9 @@ import torch
 from torchvision.ops import nms
 
 from retinanet.box_coder import BoxCoder
+from retinanet.model import DEFAULT_TOPK_PER_LEVEL
 from retinanet.postprocess import flat_detections, level_topk, split_by_image
+from retinanet.validation import EVAL_MAX_DETECTIONS, EVAL_SCORE_THRESHOLD, evaluation_topk_per_level
 
 
 def reference_detections(logits, deltas, anchors, level_sizes, box_coder, size, topk, max_detections):
@@ -103,3 +105,25 @@ def test_level_topk_takes_the_best_entries_through_the_best_anchors():
     top_logits, anchor_idx, labels = level_topk(logits, k=3)
     got = sorted(zip(top_logits[0].tolist(), anchor_idx[0].tolist(), labels[0].tolist()), reverse=True)
     assert got == [(9.0, 0, 1), (8.0, 1, 0), (7.0, 1, 1)]
+
+
+def test_evaluation_keeps_the_candidates_a_crowded_level_would_cut():
+    # One level: 1000 copies of one box score highest (NMS keeps one of them), then 500 boxes apart
+    # from each other and from it. A level cut to the model's 1000 candidates passes only the copies.
+    grid = torch.arange(500)
+    apart = torch.stack([20 + 12 * (grid % 25), 20 + 12 * (grid // 25)], dim=1).float()
+    anchors = torch.cat([torch.tensor([[0.0, 0.0, 10.0, 10.0]]).repeat(1000, 1),
+                         torch.cat([apart, apart + 10], dim=1)])
+    logits = torch.cat([torch.linspace(6.0, 5.0, 1000), torch.linspace(1.0, 0.0, 500)])[None, :, None]
+    deltas = torch.zeros(1, 1500, 4)
+    max_detections = EVAL_MAX_DETECTIONS
+
+    def detections(topk):
+        return flat_detections([logits], [deltas], [anchors], BoxCoder(), torch.tensor([[400.0, 400.0]]),
+                               score_threshold=EVAL_SCORE_THRESHOLD, topk_per_level=topk,
+                               max_detections=max_detections)[0]
+
+    assert detections(DEFAULT_TOPK_PER_LEVEL).shape[0] == 1
+    kept = detections(evaluation_topk_per_level(max_detections))
+    assert kept.shape[0] == 501
+    assert kept[1:].tolist() == anchors[1000:].tolist()  # by descending score: the grid in order
