@@ -1,10 +1,10 @@
 """People in crowds: the plain two-class RetinaNet against the person-triplet variant, same data and budget.
 
 Usage:
-    python benchmarks/bench_crowd.py                       # README's table (about 35 min on 2 cores)
+    python benchmarks/bench_crowd.py --seeds 0 1 2         # README's table (about 110 min on 2 cores)
+    python benchmarks/bench_crowd.py                       # one seed (about 35 min)
     python benchmarks/bench_crowd.py --num_train 24 --num_val 8 --epochs 1      # every step, quickly
     python benchmarks/bench_crowd.py --reuse               # score the trained models again
-    python benchmarks/bench_crowd.py --seeds 0 1 2         # every model trained three times; rows per seed, and means
 
 Data: a dense synthetic CrowdHuman nobody tuned for (tools/make_synthetic_crowdhuman.py --crowd dense,
 seed 20261201, 640x480; about 20 people and 2.4 full-body pairs at IoU > 0.5 per image). Three models
@@ -23,11 +23,13 @@ All are scored on the validation odgt by the official-exact CrowdHuman code
 AP / MR^-2 (plain: the visible model), head AP / MR^-2 (plain: the full model's head class; triplet:
 its head class, and the persons' own head boxes as "person's head"), the body-head pair protocol
 (triplets only: a plain model does not pair its boxes), and the recall of
-people whose full body overlaps another's at IoU > 0.5, all from every detection scoring > 0.01. Speed,
+people whose full body overlaps another's at IoU > 0.5, all from every detection scoring > 0.01 at the
+evaluation settings (validation.evaluation_settings). Speed,
 measured side by side in this process with the models taking turns: training images/s (one step on
 a batch of 4 training images: forward, loss, backward, Adam, at train.py's default precision; best
 of 4) and inference images/s (network and post-processing on a batch of 4 validation images, fp32,
-best of 5). train.py's own images/s of each run is in the JSON, noisy when other jobs share the CPU.
+at the evaluation settings, best of 5). train.py's own images/s of each run is in the JSON, noisy
+when other jobs share the CPU.
 The triplet model is also scored with NMS on each of its three boxes. Prints the tables and writes
 benchmarks/results/bench_crowd.json.
 """
