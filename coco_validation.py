@@ -25,7 +25,7 @@ from retinanet.data import CocoDataset, Transform
 from retinanet.errors import UserError
 from retinanet.evaluation.detection_files import read_detections
 from retinanet.hub import load_model
-from retinanet.validation import evaluation_topk_per_level
+from retinanet.validation import evaluation_settings
 from retinanet.validation_scripts import (
     add_model_arguments,
     check_common_args,
@@ -80,8 +80,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.model_path:
         max_detections = args.max_detections or COCO_MAX_DETECTIONS
         model, _ = load_model(args.model_path, class_names, args.depth,
-                              score_threshold=args.score_threshold, max_detections=max_detections,
-                              topk_per_level=evaluation_topk_per_level(max_detections))
+                              **evaluation_settings(args.score_threshold, max_detections))
         detections, run_settings = predict_for_validation(model, dataset, device, args, args.score_threshold,
                                                           max_detections)
         settings.update(run_settings)

@@ -69,7 +69,7 @@ from retinanet.validation import (
     VOC_IOU_THRESHOLD,
     VOC_SCORE_THRESHOLD,
     dataset_ground_truths,
-    evaluation_topk_per_level,
+    evaluation_settings,
 )
 from retinanet.validation_scripts import (
     CROWDHUMAN_MAX_DETECTIONS,
@@ -139,8 +139,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.model_path:
         device = resolve_device(args.device)
         model, class_names = load_model(args.model_path, class_names, args.depth,
-                                        score_threshold=model_score_threshold, max_detections=max_detections,
-                                        topk_per_level=evaluation_topk_per_level(max_detections))
+                                        **evaluation_settings(model_score_threshold, max_detections))
     class_names = class_names or list(CROWDHUMAN_CLASSES)
     if args.odgt and not args.crowdhuman_box:
         if not model.person_triplets:

@@ -313,5 +313,6 @@ def main(args: argparse.Namespace) -> dict:
     print(f"wrote {path}")
     return summary
 
+
 if __name__ == "__main__":
     run_cli(main, get_args_parser())

@@ -26,6 +26,11 @@ from retinanet.precision import FP32, Precision
 EVAL_SCORE_THRESHOLD = 0.01
 EVAL_MAX_DETECTIONS = 1000
 
+# VOC AP: a detection is a true positive at IoU >= VOC_IOU_THRESHOLD; AP is computed from every
+# detection, precision and recall are reported at score >= VOC_SCORE_THRESHOLD.
+VOC_IOU_THRESHOLD = 0.5
+VOC_SCORE_THRESHOLD = 0.05
+
 
 def evaluation_topk_per_level(max_detections: int) -> int:
     """Candidates each pyramid level passes to NMS when a model is evaluated at ``max_detections``.
@@ -41,13 +46,10 @@ def evaluation_topk_per_level(max_detections: int) -> int:
 
 def evaluation_settings(score_threshold: float = EVAL_SCORE_THRESHOLD,
                         max_detections: int = EVAL_MAX_DETECTIONS) -> dict:
-    """The detection settings a model is evaluated at (``RetinaNet`` keyword arguments)."""
+    """The detection settings a model is evaluated at (``RetinaNet`` keyword arguments): train.py's
+    validation at the defaults, csv/coco validation at their own threshold and detection cap."""
     return {"score_threshold": score_threshold, "max_detections": max_detections,
             "topk_per_level": evaluation_topk_per_level(max_detections)}
-# VOC AP: a detection is a true positive at IoU >= VOC_IOU_THRESHOLD; AP is computed from every
-# detection, precision and recall are reported at score >= VOC_SCORE_THRESHOLD.
-VOC_IOU_THRESHOLD = 0.5
-VOC_SCORE_THRESHOLD = 0.05
 
 
 def make_eval_loader(
