@@ -47,7 +47,7 @@ from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distri
 from retinanet.engine import BatchLoadError, train_one_epoch
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_open, remove_stale_temporaries
-from retinanet.model import DEFAULT_SUPPRESSION_BOX, PERSON_BOX_KINDS, RESNET_DEPTHS, build_retinanet
+from retinanet.model import DEFAULT_SUPPRESSION_BOX, RESNET_DEPTHS, SUPPRESSION_BOXES, build_retinanet
 from retinanet.plots import plot_training_curves
 from retinanet.state_dicts import load_weights
 from retinanet.training import (
@@ -99,9 +99,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="one detection per person with its full-body, visible-body and head boxes, plus "
                             "heads as a class of their own that each person takes its head from "
                             "(--dataset crowdhuman); stored in the checkpoint")
-    model.add_argument("--suppression_box", choices=PERSON_BOX_KINDS, default=DEFAULT_SUPPRESSION_BOX,
-                       help="person triplets: the box NMS compares (default %(default)s, the lowest MR^-2 on the "
-                            "crowd benchmark; head or visible keep more overlapped people)")
+    model.add_argument("--suppression_box", choices=SUPPRESSION_BOXES, default=DEFAULT_SUPPRESSION_BOX,
+                       help="person triplets: the box NMS compares, or paired: people whose full bodies overlap "
+                            "stay apart when their heads and visible bodies do (default %(default)s; see README "
+                            "'People in crowds'); stored in the checkpoint")
     model.add_argument("--model_path", help="start from these weights (any checkpoint this toolkit reads); "
                                             "classes are matched by name, new classes start from the prior")
     model.add_argument("--backbone_weights", help="ImageNet ResNet weights file for the backbone")

@@ -30,7 +30,8 @@ a batch of 4 training images: forward, loss, backward, Adam, at train.py's defau
 of 4) and inference images/s (network and post-processing on a batch of 4 validation images, fp32,
 at the evaluation settings, best of 5). train.py's own images/s of each run is in the JSON, noisy
 when other jobs share the CPU.
-The triplet model is also scored with NMS on each of its three boxes. Prints the tables and writes
+The triplet model is also scored with NMS on each of its three boxes and with paired
+suppression. Prints the tables and writes
 benchmarks/results/bench_crowd.json.
 """
 import argparse
@@ -61,8 +62,7 @@ from retinanet.evaluation.person_triplets import (  # noqa: E402
 )
 from retinanet.hub import load_model  # noqa: E402
 from retinanet.io_utils import write_json  # noqa: E402
-from retinanet.model import DEFAULT_SUPPRESSION_BOX  # noqa: E402
-from retinanet.model import PERSON_BOX_KINDS as MODEL_BOX_KINDS  # noqa: E402
+from retinanet.model import DEFAULT_SUPPRESSION_BOX, SUPPRESSION_BOXES  # noqa: E402
 from retinanet.precision import resolve_precision  # noqa: E402
 from retinanet.training import build_optimizer  # noqa: E402
 from retinanet.validation import evaluation_settings, predict_dataset  # noqa: E402
@@ -260,8 +260,8 @@ def main(args: argparse.Namespace) -> dict:
             head_class = head_classes["triplet"]
             rows["triplet"] = metrics_document(evaluate_person_triplets(detections["triplet"], truth, sizes,
                                                                         head_class))
-            if seed == first:  # NMS on each box, for the first seed's model (the default box's row is above)
-                for box in MODEL_BOX_KINDS:
+            if seed == first:  # every suppression rule, for the first seed's model (the default's row is above)
+                for box in SUPPRESSION_BOXES:
                     if box == DEFAULT_SUPPRESSION_BOX:
                         suppression[box] = rows["triplet"]
                         continue
@@ -285,7 +285,7 @@ def main(args: argparse.Namespace) -> dict:
             label = f"{short}, mean"
         print(format_row(label, means[model], speeds.get("plain_full" if model == "plain" else "triplet", {})))
     if suppression:
-        print(f"\ntriplet model (seed {first}), NMS (IoU 0.5) on each box:")
+        print(f"\ntriplet model (seed {first}), NMS (IoU 0.5) on each box and paired:")
         print(HEADER.replace("model             ", "NMS on            "))
         for box, result in suppression.items():
             print(format_row(f"{box} box", result, {}))

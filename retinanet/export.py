@@ -184,6 +184,14 @@ def _threshold(value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float32)
 
 
+def _exportable(model: nn.Module) -> None:
+    """A model whose post-processing a traced graph can hold, else a UserError saying what to do."""
+    if getattr(model, "suppression_box", None) == "paired":
+        raise UserError("paired suppression settles each image's people block by block, in a loop whose length "
+                        "depends on the image, which a traced graph would fix to the sample's: export with "
+                        "--suppression_box full, visible or head")
+
+
 def _sample_input(sample_size: Tuple[int, int]) -> torch.Tensor:
     if sample_size[0] % 32 or sample_size[1] % 32 or min(sample_size) <= 0:
         raise UserError(f"sample size {tuple(sample_size)} must be positive multiples of 32")
@@ -206,6 +214,7 @@ def export_onnx(
     verify: called with the finished temporary file before it is renamed to ``path``; raising
     there leaves no file behind.
     """
+    _exportable(model)
     import onnx
 
     if opset < ONNX_OPSET:
@@ -249,6 +258,7 @@ def export_torchscript(
     PyTorch marks torch.jit deprecated: the format is offered for existing TorchScript
     deployments, the ONNX file is the primary export.
     """
+    _exportable(model)
     sample = _sample_input(sample_size)
     wrapper = ExportableRetinaNet(model).eval()
     with atomic_path(path) as tmp, torch.no_grad(), _expected_warnings():

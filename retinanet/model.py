@@ -27,9 +27,12 @@ from retinanet.state_dicts import RESNET_STAGES
 PERSON_BOX_KINDS = ("full", "visible", "head")
 # Candidates each pyramid level passes to NMS at inference (torchvision's RetinaNet's): a speed setting.
 DEFAULT_TOPK_PER_LEVEL = 1000
+# What a triplet model's NMS compares: one of the three boxes, or "paired": two people whose full
+# bodies overlap stay apart when their heads and their visible bodies do (postprocess.paired_nms).
 # Measured on dense synthetic crowds (benchmarks/bench_crowd.py, README "People in crowds"): NMS on
-# the full body gave the lowest MR^-2 and the best JI; on the head or the visible body it kept every
-# overlapped person but also duplicates whose small boxes came out apart, at a much higher MR^-2.
+# the head or the visible body alone keeps every overlapped person but also duplicates whose small
+# boxes came out apart, at a much higher MR^-2.
+SUPPRESSION_BOXES = PERSON_BOX_KINDS + ("paired",)
 DEFAULT_SUPPRESSION_BOX = "full"
 
 _BLOCKS = {"basic": tv_resnet.BasicBlock, "bottleneck": tv_resnet.Bottleneck}
@@ -129,9 +132,9 @@ class RetinaNet(nn.Module):
     boxes (``PERSON_BOX_KINDS``: full body, visible body, head) and each detection carries all three:
     "boxes" (full), "visible_boxes", "head_boxes". Targets add "visible_boxes", "head_boxes",
     "visible_valid" and "head_valid" (``losses.build_targets``). NMS compares the ``suppression_box``
-    of two detections. With num_classes=2, class 1 is a head detected on its own (its box is box 0,
-    repeated in all three), and each person's head box is the head detection its regressed head
-    overlaps best (``postprocess.attach_heads``).
+    of two detections, or with "paired" decides by all three (``postprocess.paired_nms``). With
+    num_classes=2, class 1 is a head detected on its own (its box is box 0, repeated in all three),
+    and each person's head box is the head detection its regressed head overlaps best (``postprocess.attach_heads``).
     The plain model (False) keeps the published layout exactly.
     """
 
@@ -152,8 +155,8 @@ class RetinaNet(nn.Module):
         super().__init__()
         if depth not in RESNET_DEPTHS:
             raise UserError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
-        if suppression_box not in PERSON_BOX_KINDS:
-            raise UserError(f"the suppression box must be one of {', '.join(PERSON_BOX_KINDS)}, "
+        if suppression_box not in SUPPRESSION_BOXES:
+            raise UserError(f"the suppression box must be one of {', '.join(SUPPRESSION_BOXES)}, "
                             f"got {suppression_box!r}")
         if person_triplets and num_classes not in (1, 2):
             raise UserError(f"a person-triplet model has one class (person) or two (person, head), got {num_classes}")
@@ -261,9 +264,11 @@ class RetinaNet(nn.Module):
             nms_iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections,
             candidates_per_detection=candidates_per_detection,
-            suppression_box=PERSON_BOX_KINDS.index(self.suppression_box) if self.person_triplets else 0,
+            suppression_box=PERSON_BOX_KINDS.index(self.suppression_box)
+            if self.person_triplets and self.suppression_box in PERSON_BOX_KINDS else 0,
             boxes_per_anchor=self.boxes_per_anchor,
             head_class=self.head_class,
+            paired=self.person_triplets and self.suppression_box == "paired",
         )
 
     @torch.inference_mode()

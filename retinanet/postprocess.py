@@ -21,6 +21,14 @@ TRIPLET_BOX_KEYS = ("boxes", "visible_boxes", "head_boxes")
 # boxes alone, so the best max_detections survivors never depend on lower-scoring candidates.
 CANDIDATES_PER_DETECTION = 4
 
+# paired_nms: a person's head for telling people apart is a head detection scoring over HEAD_SCORE
+# (the default detection threshold: the low-scoring ones at evaluation settings cost time and are
+# rarely anyone's best head) overlapping its regressed head at IoU > HEAD_MATCH_IOU. The greedy pass
+# settles PAIRED_BLOCK people of each image at a time.
+HEAD_SCORE = 0.05
+HEAD_MATCH_IOU = 0.3
+PAIRED_BLOCK = 256
+
 
 def level_topk(logits: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k best (anchor, class) entries of one pyramid level, per image.
@@ -66,6 +74,7 @@ def flat_detections(
     suppression_box: int = 0,
     boxes_per_anchor: int = 1,
     head_class: Optional[int] = None,
+    paired: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections of a batch as one flat list, vectorised over images: one top-k per level, one NMS in all.
 
@@ -82,6 +91,7 @@ def flat_detections(
     people standing one behind the other overlap; their heads need not).
     head_class: a triplet model's class of heads detected on their own (their box is box 0); each
     person's head box becomes the head detection it overlaps best (``attach_heads``).
+    paired: a triplet model's NMS by ``paired_nms`` (suppression_box is then unused).
     Returns boxes (D, 4 S) x1y1x2y2 (box s in columns 4s..4s+3), scores (D,), labels (D,) int64 and
     batch_index (D,) int64, grouped by image, by descending score within an image, at most ``max_detections`` per image.
     """
@@ -99,13 +109,14 @@ def flat_detections(
     batch_size, num_classes = level_logits[0].shape[0], level_logits[0].shape[2]
     image_sizes = image_sizes.expand(batch_size, 2)
 
-    num_candidates = None if candidates_per_detection is None else candidates_per_detection * max_detections
+    # paired_nms's pass over blocks would run again for each larger cut: it takes every candidate at once
+    num_candidates = None if candidates_per_detection is None or paired else candidates_per_detection * max_detections
     if num_candidates is not None:
         num_passing = (cand_scores > score_threshold).sum(dim=1)  # (B,)
     while True:
         image_idx, boxes, scores, labels = _nms(
             *candidates, num_candidates, score_threshold, box_coder, image_sizes, num_classes, nms_iou_threshold,
-            suppression_box, boxes_per_anchor, head_class)
+            suppression_box, boxes_per_anchor, head_class, paired)
         if num_candidates is None:
             break
         # An image short of max_detections whose candidates were cut may have lost survivors.
@@ -210,12 +221,14 @@ def _nms(
     suppression_box: int = 0,
     boxes_per_anchor: int = 1,
     head_class: Optional[int] = None,
+    paired: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-aware NMS of each image's best ``num_candidates`` (all if None) candidates above the threshold.
 
     cand_scores, cand_labels: (B, N); cand_deltas: (B, N, 4 S); cand_anchors: (B, N, 4); image_sizes:
     (B, 2) h, w. NMS compares box ``suppression_box`` of the S (box 0 of a ``head_class`` candidate,
-    a head detected on its own). Returns image index (D,), boxes
+    a head detected on its own), or with ``paired`` the rule of ``paired_nms``.
+    Returns image index (D,), boxes
     (D, 4 S), scores (D,) and labels (D,) of the survivors, by descending score.
     """
     if num_candidates is not None and cand_scores.shape[1] > num_candidates:
@@ -239,6 +252,132 @@ def _nms(
         compared = torch.where((labels == head_class)[:, None], boxes[:, 0], compared)
     compared = torch.cat([compared[:, :2], torch.maximum(compared[:, 2:], compared[:, :2])], dim=1)
     # One NMS over the batch: each (image, class) pair is its own group.
-    keep = batched_nms(compared, scores, image_idx * num_classes + labels, nms_iou_threshold)
+    if not paired:
+        keep = batched_nms(compared, scores, image_idx * num_classes + labels, nms_iou_threshold)
+    else:
+        keep = paired_nms(boxes, scores, labels, image_idx, cand_scores.shape[0], nms_iou_threshold, head_class)
     boxes = boxes.reshape(-1, 4 * boxes_per_anchor)
     return image_idx[keep], boxes[keep], scores[keep], labels[keep]
+
+
+def paired_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    image_idx: torch.Tensor,
+    num_images: int,
+    iou_threshold: float,
+    head_class: Optional[int] = None,
+) -> torch.Tensor:
+    """Greedy NMS of person triplets that keeps two people apart by their heads and visible bodies.
+
+    Two people standing one behind the other have full bodies overlapping at IoU > ``iou_threshold``,
+    and full-body NMS keeps one of them; but their heads are different heads and their visible
+    bodies overlap less (the paired-box idea of R²NMS), while a duplicate of a person shares its head
+    or its visible body. So a person removes a lower-scoring one when their full bodies overlap at
+    IoU > ``iou_threshold`` and they have the same head or their visible bodies overlap at IoU >
+    ``iou_threshold``. With a ``head_class``, a person's head is the head detection scoring over
+    ``HEAD_SCORE`` that its regressed head overlaps best (IoU x score, as ``attach_heads``), when
+    they overlap at IoU > ``HEAD_MATCH_IOU`` (after head NMS two heads are the same head exactly when
+    they overlap at IoU > ``iou_threshold``); without one it is its regressed head. A person with no
+    head has the same head as everyone. Heads detected on their own go through NMS of their own.
+
+    The greedy pass runs over each image's people by descending score in blocks of
+    ``PAIRED_BLOCK``, all images at once: a block is checked against the people kept so far, then
+    settled within itself by iterating "kept unless a kept one before it removes it" to its fixed
+    point (the Cluster-NMS iteration), which is the greedy result.
+
+    boxes: (D, 3, 4) full, visible, head of every candidate; scores, labels, image_idx: (D,), the
+    images numbered below ``num_images``. Returns (K,) indices of the survivors by descending score.
+    """
+    # a box clipped to x2 < x1 (a head above the image) is an empty box that overlaps nothing
+    boxes = torch.cat([boxes[..., :2], torch.maximum(boxes[..., 2:], boxes[..., :2])], dim=-1)
+    is_head = labels == head_class if head_class is not None else torch.zeros_like(labels, dtype=torch.bool)
+    heads = torch.nonzero(is_head, as_tuple=True)[0]
+    heads = heads[batched_nms(boxes[heads, 0], scores[heads], image_idx[heads], iou_threshold)]
+    if head_class is not None:
+        confident = _rows_by_image(heads[scores[heads] > HEAD_SCORE], scores, image_idx, num_images)
+        head_boxes = boxes[confident.clamp(min=0), 0] * (confident >= 0)[..., None]  # (B, H, 4)
+        head_scores = scores[confident.clamp(min=0)] * (confident >= 0)  # (B, H), 0 on padding
+    order = _rows_by_image(torch.nonzero(~is_head, as_tuple=True)[0], scores, image_idx, num_images)  # (B, N)
+    kept_index = order.new_full((num_images, 0), -1)
+    kept = tuple(boxes.new_zeros(num_images, 0, 4) for _ in range(3)) + (kept_index.new_zeros(num_images, 0) > 0,)
+    for start in range(0, order.shape[1], PAIRED_BLOCK):
+        block = order[:, start:start + PAIRED_BLOCK]
+        valid = block >= 0
+        full, visible, regressed = (boxes[block.clamp(min=0), s] * valid[..., None] for s in range(3))
+        if head_class is not None:
+            head, has_head = _snapped_heads(regressed, head_boxes, head_scores)
+        else:
+            head, has_head = regressed, valid
+        people = (full, visible, head, has_head & valid)
+        alive = valid & ~(_duplicates(kept, people, iou_threshold) & (kept_index >= 0)[..., None]).any(dim=1)
+        within = _duplicates(people, people, iou_threshold).triu(diagonal=1)  # (B, b, b): i before j removes j
+        keep = alive
+        while True:
+            settled = alive & ~(within & keep[..., None]).any(dim=1)
+            if torch.equal(settled, keep):
+                break
+            keep = settled
+        kept_index = torch.cat([kept_index, torch.where(keep, block, -1)], dim=1)
+        kept = tuple(torch.cat([old, new], dim=1) for old, new in zip(kept, people))
+        # the kept people to the front of each row, the row as long as the most kept in an image
+        front = (kept_index < 0).to(torch.int8).argsort(dim=1, stable=True)[:, :int((kept_index >= 0).sum(1).max())]
+        kept_index = kept_index.gather(1, front)
+        kept = tuple(value.gather(1, front[..., None].expand(-1, -1, 4)) if value.dim() == 3
+                     else value.gather(1, front) for value in kept)
+    survivors = torch.cat([heads, kept_index[kept_index >= 0]])
+    return survivors[scores[survivors].argsort(descending=True)]
+
+
+def _rows_by_image(members: torch.Tensor, scores: torch.Tensor, image_idx: torch.Tensor,
+                   num_images: int) -> torch.Tensor:
+    """members (M,) candidate indices -> (B, N) of them, one row per image by descending score, -1 padding."""
+    members = members[scores[members].argsort(descending=True)]
+    members = members[image_idx[members].argsort(stable=True)]
+    image = image_idx[members]
+    counts = torch.bincount(image, minlength=num_images)
+    first = torch.cumsum(counts, dim=0) - counts  # (B,) where each image's members start
+    rank = torch.arange(len(members), device=members.device) - first[image]
+    rows = members.new_full((num_images, int(counts.max()) if len(members) else 0), -1)
+    rows[image, rank] = members
+    return rows
+
+
+def _snapped_heads(regressed: torch.Tensor, heads: torch.Tensor,
+                   head_scores: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each person's head among its image's head detections (``paired_nms``).
+
+    regressed: (B, P, 4) regressed heads; heads: (B, H, 4), head_scores: (B, H), 0 for padding.
+    Returns heads (B, P, 4) and (B, P) bool, False where no head overlaps at IoU > HEAD_MATCH_IOU.
+    """
+    if heads.shape[1] == 0:
+        return regressed, torch.zeros(regressed.shape[:2], dtype=torch.bool, device=regressed.device)
+    iou = batched_box_iou(regressed, heads)  # (B, P, H)
+    best, index = (iou * head_scores[:, None, :]).max(dim=2)
+    matched = iou.gather(2, index[..., None])[..., 0] > HEAD_MATCH_IOU
+    return heads.gather(1, index[..., None].expand(-1, -1, 4)), (best > 0) & matched
+
+
+def _duplicates(first: Tuple[torch.Tensor, ...], second: Tuple[torch.Tensor, ...],
+                iou_threshold: float) -> torch.Tensor:
+    """(B, n, m) bool: person i of ``first`` removes person j of ``second`` (``paired_nms``'s rule).
+
+    Each is (full (B, n, 4), visible (B, n, 4), head (B, n, 4), has_head (B, n) bool). The visible
+    bodies and heads are compared only where the full bodies overlap: few pairs.
+    """
+    duplicate = batched_box_iou(first[0], second[0]) > iou_threshold
+    image, i, j = torch.nonzero(duplicate, as_tuple=True)
+    visible = _elementwise_iou(first[1][image, i], second[1][image, j]) > iou_threshold
+    same_head = (_elementwise_iou(first[2][image, i], second[2][image, j]) > iou_threshold) \
+        | ~first[3][image, i] | ~second[3][image, j]
+    return duplicate.index_put((image, i, j), visible | same_head)
+
+
+def _elementwise_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """IoU of each pair of rows: boxes1, boxes2 (P, 4) -> (P,)."""
+    intersection = (torch.min(boxes1[:, 2:], boxes2[:, 2:]) - torch.max(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    intersection = intersection.prod(dim=1)
+    area1 = (boxes1[:, 2:] - boxes1[:, :2]).clamp(min=0).prod(dim=1)
+    area2 = (boxes2[:, 2:] - boxes2[:, :2]).clamp(min=0).prod(dim=1)
+    return intersection / (area1 + area2 - intersection).clamp(min=1e-6)
