@@ -44,7 +44,13 @@ build_annotations_file.py's JSON), metrics.json and <class>_precision_recall.png
 import argparse
 import os
 
-from retinanet.cli import add_class_list_argument, resolve_device, run_cli
+from retinanet.cli import (
+    add_class_list_argument,
+    add_suppression_argument,
+    resolve_device,
+    run_cli,
+    suppression_override,
+)
 from retinanet.data import CSVDataset, Transform, read_class_list
 from retinanet.data.crowdhuman import CROWDHUMAN_CLASSES
 from retinanet.errors import UserError
@@ -101,6 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="with --odgt: the box the detector finds: full or visible body as 'person' "
                            "(heads too when 'head' is a class), or heads only")
     add_model_arguments(parser)
+    add_suppression_argument(parser)
     metrics = parser.add_argument_group("metrics")
     metrics.add_argument("--iou_threshold", type=float, default=VOC_IOU_THRESHOLD,
                          help="IoU for a VOC true positive (default: %(default)s)")
@@ -138,7 +145,7 @@ def main(args: argparse.Namespace) -> dict:
     max_detections = args.max_detections or CROWDHUMAN_MAX_DETECTIONS
     if args.model_path:
         device = resolve_device(args.device)
-        model, class_names = load_model(args.model_path, class_names, args.depth,
+        model, class_names = load_model(args.model_path, class_names, args.depth, **suppression_override(args),
                                         **evaluation_settings(model_score_threshold, max_detections))
     class_names = class_names or list(CROWDHUMAN_CLASSES)
     if args.odgt and not args.crowdhuman_box:
@@ -181,6 +188,8 @@ def main(args: argparse.Namespace) -> dict:
     }
     if args.odgt:
         settings.update(images_dir=args.images_dir, crowdhuman_box=args.crowdhuman_box)
+    if model is not None and model.person_triplets:
+        settings["suppression_box"] = model.suppression_box
     if model is not None:
         detections, run_settings = predict_for_validation(model, dataset, device, args, model_score_threshold,
                                                           max_detections)

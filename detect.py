@@ -34,10 +34,12 @@ from retinanet.cli import (
     add_class_list_argument,
     add_inference_arguments,
     add_model_arguments,
+    add_suppression_argument,
     check_inference_arguments,
     resolve_device,
     resolve_precision_arguments,
     run_cli,
+    suppression_override,
 )
 from retinanet.data import Transform, read_class_list, read_image, read_image_size
 from retinanet.data.image_sources import InputSpec, VideoInfo, make_batches, read_frames, resolve_input
@@ -56,6 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
+    add_suppression_argument(parser)
     add_class_list_argument(parser)
     parser.add_argument("--input", required=True,
                         help="an image, a folder of images, a quoted glob (e.g. 'data/**/*.jpg') or a "
@@ -235,7 +238,7 @@ def main(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     class_names = read_class_list(args.classes) if args.classes else None
     model, class_names = load_model(args.model_path, class_names=class_names, depth=args.depth,
-                                    score_threshold=args.score_threshold)
+                                    score_threshold=args.score_threshold, **suppression_override(args))
     model = model.to(device)
     precision = resolve_precision_arguments(args, device)
     print(precision.describe())

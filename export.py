@@ -16,7 +16,13 @@ mismatch beyond the stated tolerance stops the export.
 import argparse
 import os
 
-from retinanet.cli import add_class_list_argument, add_model_arguments, run_cli
+from retinanet.cli import (
+    add_class_list_argument,
+    add_model_arguments,
+    add_suppression_argument,
+    run_cli,
+    suppression_override,
+)
 from retinanet.data import read_class_list
 from retinanet.errors import UserError
 from retinanet.export import (
@@ -56,9 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="class-aware NMS IoU threshold, fixed in the graph (default: %(default)s)")
     parser.add_argument("--max_detections", type=int, default=300,
                         help="detections kept per image, fixed in the graph (default: %(default)s)")
-    parser.add_argument("--suppression_box", choices=PERSON_BOX_KINDS, default=None,
-                        help="person triplets: the box NMS compares in the graph (default: the checkpoint's; a "
-                             "checkpoint trained with paired suppression needs one of these)")
+    add_suppression_argument(parser, PERSON_BOX_KINDS)  # paired suppression is no graph (retinanet.export)
     parser.add_argument("--topk_per_level", type=int, default=DEFAULT_TOPK_PER_LEVEL,
                         help="candidates per pyramid level before NMS, fixed in the graph "
                              "(default: %(default)s)")
@@ -104,7 +108,7 @@ def main(args: argparse.Namespace) -> dict:
         args.model_path, class_names=class_names, depth=args.depth, score_threshold=args.score_threshold,
         nms_iou_threshold=args.nms_iou_threshold, max_detections=args.max_detections,
         topk_per_level=args.topk_per_level,
-        **({"suppression_box": args.suppression_box} if args.suppression_box else {}),
+        **suppression_override(args),
     )
     sample_size = tuple(args.sample_size)
     print(f"exporting ResNet-{model.depth} RetinaNet ({len(class_names)} classes) to {output}, "

@@ -50,6 +50,20 @@ def add_model_arguments(parser, required: bool = True) -> None:
                         help="ResNet depth; checked against the checkpoint (default: read from it)")
 
 
+def add_suppression_argument(parser, choices=None) -> None:
+    """``--suppression_box``: a person-triplet checkpoint's NMS rule for this run (default: the checkpoint's)."""
+    from retinanet.model import SUPPRESSION_BOXES
+
+    parser.add_argument("--suppression_box", choices=choices or SUPPRESSION_BOXES, default=None,
+                        help="person triplets: what NMS compares instead of the checkpoint's choice: a box, or "
+                             "paired (README 'People in crowds')")
+
+
+def suppression_override(args) -> dict:
+    """load_model's keyword for ``--suppression_box``: empty when the flag is not given."""
+    return {"suppression_box": args.suppression_box} if getattr(args, "suppression_box", None) else {}
+
+
 def add_class_list_argument(
     parser, description: str = "class list csv (name,id); default: the names stored in the checkpoint"
 ) -> None:

@@ -117,7 +117,7 @@ def sequential_reference(boxes, scores, labels, image_idx, threshold, head_class
         keep += heads.tolist()
         confident = heads[scores[heads] > postprocess.HEAD_SCORE]
 
-        def head_of(i):
+        def head_of(i, confident=confident):
             if head_class is None:
                 return boxes[i, 2]
             if len(confident) == 0:
@@ -133,7 +133,8 @@ def sequential_reference(boxes, scores, labels, image_idx, threshold, head_class
             removed = False
             for k in kept:
                 same_head = head_of(i) is None or head_of(k) is None or iou(head_of(i), head_of(k)) > threshold
-                if iou(boxes[k, 0], boxes[i, 0]) > threshold and (same_head or iou(boxes[k, 1], boxes[i, 1]) > threshold):
+                visible = iou(boxes[k, 1], boxes[i, 1]) > threshold
+                if iou(boxes[k, 0], boxes[i, 0]) > threshold and (same_head or visible):
                     removed = True
                     break
             if not removed:

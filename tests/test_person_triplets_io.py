@@ -88,6 +88,12 @@ def test_csv_validation_scores_every_box_kind_and_reads_its_own_detections_back(
     assert scores["head"]["ap"] == pytest.approx(ran["crowdhuman"]["head"]["ap"])
     with open(tmp_path / "a" / "metrics.json") as handle:
         assert json.load(handle)["person_triplets"] == scores
+    assert ran["settings"]["suppression_box"] == "full"  # the checkpoint's
+    paired = csv_validation.main(csv_validation.get_args_parser().parse_args(
+        [*common, "--model_path", str(crowd / "run" / "last.pt"), "--suppression_box", "paired",
+         "--output_dir", str(tmp_path / "p")]))
+    assert paired["settings"]["suppression_box"] == "paired"
+    assert paired["person_triplets"]["full"]["num_annotations"] == scores["full"]["num_annotations"]
 
     first = json.loads(open(tmp_path / "a" / "detections.jsonl").readline())
     assert {"full", "visible", "head", "scores", "labels"} <= set(first) and "boxes" not in first
