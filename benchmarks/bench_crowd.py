@@ -30,8 +30,8 @@ a batch of 4 training images: forward, loss, backward, Adam, at train.py's defau
 of 4) and inference images/s (network and post-processing on a batch of 4 validation images, fp32,
 at the evaluation settings, best of 5). train.py's own images/s of each run is in the JSON, noisy
 when other jobs share the CPU.
-The triplet model is also scored with NMS on each of its three boxes and with paired
-suppression. Prints the tables and writes
+Every seed's triplet model is also scored with paired suppression (a row of its own, with its
+inference speed), and the first seed's with NMS on each of its three boxes. Prints the tables and writes
 benchmarks/results/bench_crowd.json.
 """
 import argparse
@@ -132,12 +132,14 @@ def train(args, work: Path, data: Path, name: str, seed: int) -> dict:
     return {"checkpoint": str(checkpoint), "train_images_per_second": images / seconds, "seconds": seconds}
 
 
-def inference_speeds(checkpoints: dict, dataset, repeats: int = 5) -> dict:
+def inference_speeds(checkpoints: dict, dataset, repeats: int = 5, settings: "dict | None" = None) -> dict:
     """Images/s of each model's network and post-processing on one batch of 4 validation images (fp32),
-    the models taking turns, best of ``repeats`` each."""
+    the models taking turns, best of ``repeats`` each; ``settings``: extra load_model arguments by name."""
     images, _, metas = collate_batch([dataset[index] for index in range(min(4, len(dataset)))])
     sizes, scales = [m["image_size"] for m in metas], [m["scale"] for m in metas]
-    models = {name: load_model(checkpoint, **evaluation_settings())[0] for name, checkpoint in checkpoints.items()}
+    settings = settings or {}
+    models = {name: load_model(checkpoint, **evaluation_settings(), **settings.get(name, {}))[0]
+              for name, checkpoint in checkpoints.items()}
     best = {name: float("inf") for name in models}
     for turn in range(repeats + 1):
         for name, model in models.items():
@@ -241,10 +243,15 @@ def main(args: argparse.Namespace) -> dict:
                                   transform=Transform(args.min_side, args.min_side * 4 // 3))
     first = args.seeds[0]
     checkpoints = {name: trained[name, first]["checkpoint"] for name in args.models}
-    train_speed, infer_speed = training_speed(checkpoints, train_set), inference_speeds(checkpoints, dataset)
+    train_speed = training_speed(checkpoints, train_set)
+    paired = {"triplet_paired": checkpoints["triplet"]} if "triplet" in checkpoints else {}
+    infer_speed = inference_speeds({**checkpoints, **paired}, dataset,
+                                   settings={"triplet_paired": {"suppression_box": "paired"}})
     speeds = {name: {"train": train_speed[name], "infer": infer_speed[name],
                      "train_run_images_per_second": trained[name, first]["train_images_per_second"]}
               for name in args.models}
+    if paired:  # the same network: its training speed is the triplet model's
+        speeds["triplet_paired"] = {**speeds["triplet"], "infer": infer_speed["triplet_paired"]}
 
     per_seed, suppression = {}, {}
     for seed in args.seeds:
@@ -260,10 +267,13 @@ def main(args: argparse.Namespace) -> dict:
             head_class = head_classes["triplet"]
             rows["triplet"] = metrics_document(evaluate_person_triplets(detections["triplet"], truth, sizes,
                                                                         head_class))
-            if seed == first:  # every suppression rule, for the first seed's model (the default's row is above)
+            if DEFAULT_SUPPRESSION_BOX != "paired":  # paired suppression of every seed's model too
+                found, _ = detect(trained["triplet", seed]["checkpoint"], dataset, args, suppression_box="paired")
+                rows["triplet_paired"] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))
+            if seed == first:  # every suppression rule, for the first seed's model (the rows above hold two)
                 for box in SUPPRESSION_BOXES:
-                    if box == DEFAULT_SUPPRESSION_BOX:
-                        suppression[box] = rows["triplet"]
+                    if box in (DEFAULT_SUPPRESSION_BOX, "paired"):
+                        suppression[box] = rows["triplet_paired" if box != DEFAULT_SUPPRESSION_BOX else "triplet"]
                         continue
                     found, _ = detect(trained["triplet", seed]["checkpoint"], dataset, args, suppression_box=box)
                     suppression[box] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))
@@ -275,7 +285,8 @@ def main(args: argparse.Namespace) -> dict:
           f"{torch.get_num_threads()} threads")
     print(HEADER)
     labels = {"plain": ("plain (2 classes)", "plain"),
-              "triplet": (f"triplets, {DEFAULT_SUPPRESSION_BOX} NMS", "triplets")}
+              "triplet": (f"triplets, {DEFAULT_SUPPRESSION_BOX} NMS", "triplets"),
+              "triplet_paired": ("triplets, paired", "paired")}
     for model, (label, short) in labels.items():
         if model not in means:
             continue
@@ -283,7 +294,7 @@ def main(args: argparse.Namespace) -> dict:
             for seed in args.seeds:
                 print(format_row(f"{short}, seed {seed}", per_seed[seed][model], {}))
             label = f"{short}, mean"
-        print(format_row(label, means[model], speeds.get("plain_full" if model == "plain" else "triplet", {})))
+        print(format_row(label, means[model], speeds.get("plain_full" if model == "plain" else model, {})))
     if suppression:
         print(f"\ntriplet model (seed {first}), NMS (IoU 0.5) on each box and paired:")
         print(HEADER.replace("model             ", "NMS on            "))
