@@ -272,8 +272,8 @@ def main(args: argparse.Namespace) -> dict:
                 rows["triplet_paired"] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))
             if seed == first:  # every suppression rule, for the first seed's model (the rows above hold two)
                 for box in SUPPRESSION_BOXES:
-                    if box in (DEFAULT_SUPPRESSION_BOX, "paired"):
-                        suppression[box] = rows["triplet_paired" if box != DEFAULT_SUPPRESSION_BOX else "triplet"]
+                    if box in (DEFAULT_SUPPRESSION_BOX, "paired"):  # a row above
+                        suppression[box] = rows["triplet" if box == DEFAULT_SUPPRESSION_BOX else "triplet_paired"]
                         continue
                     found, _ = detect(trained["triplet", seed]["checkpoint"], dataset, args, suppression_box=box)
                     suppression[box] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))

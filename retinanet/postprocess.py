@@ -244,20 +244,26 @@ def _nms(
     boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4),
                              reference_boxes(cand_anchors[image_idx, column], boxes_per_anchor))
     boxes = clip_boxes(boxes, image_sizes[image_idx, 0, None], image_sizes[image_idx, 1, None])
-    # A box regressed outside the image clips to x2 < x1 = 0 or y2 < y1 = 0 (a triplet's head above the
-    # image, often). ONNX's NMS reads such a box's corners the other way round, torchvision's gives it
-    # a negative area and IoU 0: as an empty box it overlaps nothing in both.
-    compared = boxes[:, suppression_box]
-    if head_class is not None and suppression_box != 0:
-        compared = torch.where((labels == head_class)[:, None], boxes[:, 0], compared)
-    compared = torch.cat([compared[:, :2], torch.maximum(compared[:, 2:], compared[:, :2])], dim=1)
-    # One NMS over the batch: each (image, class) pair is its own group.
-    if not paired:
-        keep = batched_nms(compared, scores, image_idx * num_classes + labels, nms_iou_threshold)
-    else:
+    if paired:
         keep = paired_nms(boxes, scores, labels, image_idx, cand_scores.shape[0], nms_iou_threshold, head_class)
+    else:
+        compared = boxes[:, suppression_box]
+        if head_class is not None and suppression_box != 0:
+            compared = torch.where((labels == head_class)[:, None], boxes[:, 0], compared)
+        # One NMS over the batch: each (image, class) pair is its own group.
+        keep = batched_nms(_empty_if_inverted(compared), scores, image_idx * num_classes + labels, nms_iou_threshold)
     boxes = boxes.reshape(-1, 4 * boxes_per_anchor)
     return image_idx[keep], boxes[keep], scores[keep], labels[keep]
+
+
+def _empty_if_inverted(boxes: torch.Tensor) -> torch.Tensor:
+    """(..., 4) boxes with x2 < x1 or y2 < y1 made empty (x2 = x1, y2 = y1).
+
+    A box regressed outside the image clips to x2 < x1 = 0 or y2 < y1 = 0 (a triplet's head above the
+    image, often). ONNX's NMS reads such a box's corners the other way round, torchvision's gives it
+    a negative area and IoU 0: as an empty box it overlaps nothing in both.
+    """
+    return torch.cat([boxes[..., :2], torch.maximum(boxes[..., 2:], boxes[..., :2])], dim=-1)
 
 
 def paired_nms(
@@ -290,8 +296,7 @@ def paired_nms(
     boxes: (D, 3, 4) full, visible, head of every candidate; scores, labels, image_idx: (D,), the
     images numbered below ``num_images``. Returns (K,) indices of the survivors by descending score.
     """
-    # a box clipped to x2 < x1 (a head above the image) is an empty box that overlaps nothing
-    boxes = torch.cat([boxes[..., :2], torch.maximum(boxes[..., 2:], boxes[..., :2])], dim=-1)
+    boxes = _empty_if_inverted(boxes)
     is_head = labels == head_class if head_class is not None else torch.zeros_like(labels, dtype=torch.bool)
     heads = torch.nonzero(is_head, as_tuple=True)[0]
     heads = heads[batched_nms(boxes[heads, 0], scores[heads], image_idx[heads], iou_threshold)]
@@ -301,7 +306,9 @@ def paired_nms(
         head_scores = scores[confident.clamp(min=0)] * (confident >= 0)  # (B, H), 0 on padding
     order = _rows_by_image(torch.nonzero(~is_head, as_tuple=True)[0], scores, image_idx, num_images)  # (B, N)
     kept_index = order.new_full((num_images, 0), -1)
-    kept = tuple(boxes.new_zeros(num_images, 0, 4) for _ in range(3)) + (kept_index.new_zeros(num_images, 0) > 0,)
+    # the people kept so far as (full, visible, head, has_head), each image a row
+    kept = tuple(boxes.new_zeros(num_images, 0, 4) for _ in range(3)) + (
+        torch.zeros(num_images, 0, dtype=torch.bool, device=boxes.device),)
     for start in range(0, order.shape[1], PAIRED_BLOCK):
         block = order[:, start:start + PAIRED_BLOCK]
         valid = block >= 0
