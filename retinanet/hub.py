@@ -45,6 +45,9 @@ def load_model(
         model_kwargs = {"person_triplets": True,
                         "suppression_box": (model_args or {}).get("suppression_box", DEFAULT_SUPPRESSION_BOX),
                         **model_kwargs}
+    elif "suppression_box" in model_kwargs:
+        raise UserError(f"{path}: a plain RetinaNet runs one NMS on its boxes; --suppression_box applies to "
+                        "person-triplet checkpoints only")
     model = RetinaNet(
         num_classes=len(class_names), depth=found["depth"], feature_size=found["feature_size"], **model_kwargs
     )

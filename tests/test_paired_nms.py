@@ -9,8 +9,10 @@ from retinanet import postprocess
 from retinanet.box_coder import BoxCoder, reference_boxes
 from retinanet.errors import UserError
 from retinanet.export import export_onnx
+from retinanet.hub import load_model
 from retinanet.model import RetinaNet
 from retinanet.postprocess import flat_detections, paired_nms
+from tests.helpers import save_model_checkpoint
 
 HEAD = 1  # the head class of a two-class triplet model
 
@@ -166,6 +168,14 @@ def test_paired_nms_equals_the_sequential_rule_on_random_crowds(seed, monkeypatc
     assert scores[ours].tolist() == sorted(scores[ours].tolist(), reverse=True)
     assert sorted(ours.tolist()) == sequential_reference(boxes, scores, labels, image_idx, 0.5, head_class)
     assert len(ours) > num_images
+
+
+def test_a_plain_checkpoint_refuses_a_suppression_rule(tmp_path):
+    path = str(tmp_path / "plain.pt")
+    save_model_checkpoint(path, RetinaNet(2, depth=18, feature_size=16), ["person", "head"])
+    load_model(path)  # no rule asked for: fine
+    with pytest.raises(UserError, match="plain.pt: a plain RetinaNet .* person-triplet checkpoints only"):
+        load_model(path, suppression_box="paired")
 
 
 def test_paired_suppression_is_stored_and_not_exported(tmp_path):
