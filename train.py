@@ -47,7 +47,13 @@ from retinanet.distributed import DEFAULT_TIMEOUT_MINUTES, all_true, init_distri
 from retinanet.engine import BatchLoadError, train_one_epoch
 from retinanet.errors import UserError
 from retinanet.io_utils import atomic_open, remove_stale_temporaries
-from retinanet.model import DEFAULT_SUPPRESSION_BOX, RESNET_DEPTHS, SUPPRESSION_BOXES, build_retinanet
+from retinanet.model import (
+    DEFAULT_SUPPRESSION_BOX,
+    INSTANCES_PER_ANCHOR,
+    RESNET_DEPTHS,
+    SUPPRESSION_BOXES,
+    build_retinanet,
+)
 from retinanet.plots import plot_training_curves
 from retinanet.state_dicts import load_weights
 from retinanet.training import (
@@ -103,6 +109,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="person triplets: the box NMS compares, or paired: people whose full bodies overlap "
                             "stay apart when their heads and visible bodies do (default %(default)s; see README "
                             "'People in crowds'); stored in the checkpoint")
+    model.add_argument("--instances_per_anchor", type=int, choices=INSTANCES_PER_ANCHOR, default=1,
+                       help="person triplets: predictions per anchor; 2 = the two people an anchor overlaps most, "
+                            "trained with the EMD loss and kept apart by Set NMS (CrowdDet; see README 'People in "
+                            "crowds'); stored in the checkpoint (default %(default)s)")
     model.add_argument("--model_path", help="start from these weights (any checkpoint this toolkit reads); "
                                             "classes are matched by name, new classes start from the prior")
     model.add_argument("--backbone_weights", help="ImageNet ResNet weights file for the backbone")
@@ -166,6 +176,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.person_triplets and args.dataset != "crowdhuman":
         raise UserError("--person_triplets trains from CrowdHuman's fbox/vbox/hbox: give --dataset crowdhuman "
                         "--crowdhuman_path DIR")
+    if args.instances_per_anchor > 1 and not args.person_triplets:
+        raise UserError(f"--instances_per_anchor {args.instances_per_anchor} is a person-triplet model's: "
+                        "add --person_triplets")
     check_counts(args, positive=("epochs", "batch_size", "min_side", "max_side", "val_every", "val_batch_size",
                                  "keep_checkpoints"),
                  non_negative=("workers", "warmup_iters", "lr_patience"))
@@ -260,7 +273,8 @@ def train(args: argparse.Namespace, context) -> dict:
     model = build_retinanet(len(class_names), args.depth, pretrained=pretrained_backbone,
                             backbone_weights=args.backbone_weights if pretrained_backbone else None,
                             feature_size=args.feature_size, freeze_bn=freeze_bn,
-                            person_triplets=args.person_triplets, suppression_box=args.suppression_box)
+                            person_triplets=args.person_triplets, suppression_box=args.suppression_box,
+                            instances_per_anchor=args.instances_per_anchor)
     if args.model_path and not resume:
         load_weights(model, args.model_path, class_names, allow_class_change=True, log=log)
     model.to(device)
@@ -439,6 +453,10 @@ def check_resumable(path: str, resume, args: argparse.Namespace, class_names, wo
     if bool(resume["model_args"].get("person_triplets")) != args.person_triplets:
         was = "with" if resume["model_args"].get("person_triplets") else "without"
         raise UserError(f"--resume {path}: trained {was} --person_triplets (resume {was} it, {restart})")
+    instances = resume["model_args"].get("instances_per_anchor", 1)
+    if instances != args.instances_per_anchor:
+        raise UserError(f"--resume {path}: trained with --instances_per_anchor {instances} (resume with it, "
+                        f"{restart})")
     if list(resume["class_names"]) != list(class_names):
         raise UserError(f"--resume {path}: trained on classes {resume['class_names']}, the class list has "
                         f"{list(class_names)} ({restart})")

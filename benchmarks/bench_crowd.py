@@ -16,7 +16,9 @@ same epochs at 480 px):
 - plain (visible): the same with --body visible, for the visible-body scores a plain model can give;
 - triplet: train.py --dataset crowdhuman --person_triplets: one detection per person with its full,
   visible and head boxes, NMS on the default suppression box (model.DEFAULT_SUPPRESSION_BOX), and
-  heads as a class of their own, from which each person takes its head (postprocess.attach_heads).
+  heads as a class of their own, from which each person takes its head (postprocess.attach_heads);
+- triplet_emd: the same with --instances_per_anchor 2: two predictions per anchor, the EMD loss,
+  Set NMS (CrowdDet's retina_emd_simple).
 
 All are scored on the validation odgt by the official-exact CrowdHuman code
 (retinanet.evaluation.person_triplets): full-body AP / MR^-2 / JI (plain: its person class), visible
@@ -30,7 +32,7 @@ a batch of 4 training images: forward, loss, backward, Adam, at train.py's defau
 of 4) and inference images/s (network and post-processing on a batch of 4 validation images, fp32,
 at the evaluation settings, best of 5). train.py's own images/s of each run is in the JSON, noisy
 when other jobs share the CPU.
-Every seed's triplet model is also scored with paired suppression (a row of its own, with its
+Every seed's triplet models are also scored with paired suppression (a row of its own, with its
 inference speed), and the first seed's with NMS on each of its three boxes. Prints the tables and writes
 benchmarks/results/bench_crowd.json.
 """
@@ -68,7 +70,9 @@ from retinanet.training import build_optimizer  # noqa: E402
 from retinanet.validation import evaluation_settings, predict_dataset  # noqa: E402
 
 SEED = 20261201
-MODELS = ("plain_full", "plain_visible", "triplet")
+MODELS = ("plain_full", "plain_visible", "triplet", "triplet_emd")
+# the person-triplet models and their train.py flags beyond --person_triplets
+TRIPLET_MODELS = {"triplet": [], "triplet_emd": ["--instances_per_anchor", "2"]}
 RECIPE = ["--depth", "18", "--feature_size", "64", "--no_pretrained", "--batch_size", "8", "--lr", "1e-3",
           "--warmup_iters", "40", "--lr_schedule", "cosine"]
 
@@ -115,8 +119,9 @@ def train(args, work: Path, data: Path, name: str, seed: int) -> dict:
     out = work / run_name(name, seed)
     checkpoint = out / "last.pt"
     if not (args.reuse and checkpoint.is_file()):
-        if name == "triplet":
-            source = ["--dataset", "crowdhuman", "--crowdhuman_path", str(data), "--person_triplets"]
+        if name in TRIPLET_MODELS:
+            source = ["--dataset", "crowdhuman", "--crowdhuman_path", str(data), "--person_triplets",
+                      *TRIPLET_MODELS[name]]
         else:
             body = name.split("_")[1]
             source = ["--dataset", "csv", "--csv_train", str(work / f"csv_{body}" / "train_annotations.csv"),
@@ -244,33 +249,33 @@ def main(args: argparse.Namespace) -> dict:
     first = args.seeds[0]
     checkpoints = {name: trained[name, first]["checkpoint"] for name in args.models}
     train_speed = training_speed(checkpoints, train_set)
-    paired = {"triplet_paired": checkpoints["triplet"]} if "triplet" in checkpoints else {}
+    triplets = [name for name in args.models if name in TRIPLET_MODELS]
+    paired = {f"{name}_paired": checkpoints[name] for name in triplets}
     infer_speed = inference_speeds({**checkpoints, **paired}, dataset,
-                                   settings={"triplet_paired": {"suppression_box": "paired"}})
+                                   settings={name: {"suppression_box": "paired"} for name in paired})
     speeds = {name: {"train": train_speed[name], "infer": infer_speed[name],
                      "train_run_images_per_second": trained[name, first]["train_images_per_second"]}
               for name in args.models}
-    if paired:  # the same network: its training speed is the triplet model's
-        speeds["triplet_paired"] = {**speeds["triplet"], "infer": infer_speed["triplet_paired"]}
+    for name in triplets:  # the same network: its training speed is the triplet model's
+        speeds[f"{name}_paired"] = {**speeds[name], "infer": infer_speed[f"{name}_paired"]}
 
     per_seed, suppression = {}, {}
     for seed in args.seeds:
         detections, head_classes, rows = {}, {}, {}
         for name in args.models:
-            # the triplet model at the default suppression box, whichever its run was trained with
-            settings = {"suppression_box": DEFAULT_SUPPRESSION_BOX} if name == "triplet" else {}
+            # a triplet model at the default suppression box, whichever its run was trained with
+            settings = {"suppression_box": DEFAULT_SUPPRESSION_BOX} if name in TRIPLET_MODELS else {}
             detections[name], head_classes[name] = detect(trained[name, seed]["checkpoint"], dataset, args, **settings)
-        plain = score_plain({k: v for k, v in detections.items() if k != "triplet"}, truth, sizes)
+        plain = score_plain({k: v for k, v in detections.items() if k not in TRIPLET_MODELS}, truth, sizes)
         if plain:
             rows["plain"] = metrics_document(plain)
-        if "triplet" in detections:
-            head_class = head_classes["triplet"]
-            rows["triplet"] = metrics_document(evaluate_person_triplets(detections["triplet"], truth, sizes,
-                                                                        head_class))
+        for name in triplets:
+            head_class = head_classes[name]
+            rows[name] = metrics_document(evaluate_person_triplets(detections[name], truth, sizes, head_class))
             if DEFAULT_SUPPRESSION_BOX != "paired":  # paired suppression of every seed's model too
-                found, _ = detect(trained["triplet", seed]["checkpoint"], dataset, args, suppression_box="paired")
-                rows["triplet_paired"] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))
-            if seed == first:  # every suppression rule, for the first seed's model (the rows above hold two)
+                found, _ = detect(trained[name, seed]["checkpoint"], dataset, args, suppression_box="paired")
+                rows[f"{name}_paired"] = metrics_document(evaluate_person_triplets(found, truth, sizes, head_class))
+            if name == "triplet" and seed == first:  # every rule, for the first seed's model (two are rows above)
                 for box in SUPPRESSION_BOXES:
                     if box in (DEFAULT_SUPPRESSION_BOX, "paired"):  # a row above
                         suppression[box] = rows["triplet" if box == DEFAULT_SUPPRESSION_BOX else "triplet_paired"]
@@ -286,7 +291,9 @@ def main(args: argparse.Namespace) -> dict:
     print(HEADER)
     labels = {"plain": ("plain (2 classes)", "plain"),
               "triplet": (f"triplets, {DEFAULT_SUPPRESSION_BOX} NMS", "triplets"),
-              "triplet_paired": ("triplets, paired", "paired")}
+              "triplet_paired": ("triplets, paired", "paired"),
+              "triplet_emd": (f"EMD x2, {DEFAULT_SUPPRESSION_BOX} set", "EMD"),
+              "triplet_emd_paired": ("EMD x2, paired set", "EMD paired")}
     for model, (label, short) in labels.items():
         if model not in means:
             continue
@@ -300,14 +307,17 @@ def main(args: argparse.Namespace) -> dict:
         print(HEADER.replace("model             ", "NMS on            "))
         for box, result in suppression.items():
             print(format_row(f"{box} box", result, {}))
-    if "plain" in means and "triplet" in means and "plain_full" in speeds:
-        p, t = means["plain"], means["triplet"]
+    for name in (name for name in labels if name != "plain"):
+        if "plain" not in means or name not in means or "plain_full" not in speeds:
+            continue
+        p, t = means["plain"], means[name]
         mean = " (means over the seeds)" if len(args.seeds) > 1 else ""
-        print(f"\nfull-body MR^-2 {100 * (p['full']['mr'] - t['full']['mr']):+.1f} points lower with triplets "
+        print(f"\n{labels[name][0]}: full-body MR^-2 {100 * (p['full']['mr'] - t['full']['mr']):+.1f} points lower "
               f"(target >= 5); overlapped recall {100 * (t['overlapped']['overlapped_recall'] - p['overlapped']['overlapped_recall']):+.1f} "  # noqa: E501
               f"points (target >= 10); head AP {t['head']['ap'] - p['head']['ap']:+.4f}, visible AP "
-              f"{t['visible']['ap'] - p['visible']['ap']:+.4f} (targets >= 0){mean}; inference "
-              f"{speeds['plain_full']['infer'] / speeds['triplet']['infer']:.2f}x the plain model's time "
+              f"{t['visible']['ap'] - p['visible']['ap'] if 'visible' in p else float('nan'):+.4f} "
+              f"(targets >= 0){mean}; inference "
+              f"{speeds['plain_full']['infer'] / speeds[name]['infer']:.2f}x the plain model's time "
               "(target <= 1.15)")
 
     summary = {

@@ -190,6 +190,10 @@ def _exportable(model: nn.Module) -> None:
         raise UserError("paired suppression settles each image's people block by block, in a loop whose length "
                         "depends on the image, which a traced graph would fix to the sample's: export with "
                         "--suppression_box full, visible or head")
+    if getattr(model, "instances_per_anchor", 1) > 1:
+        raise UserError("a model with two predictions per anchor keeps them apart by Set NMS, a greedy loop whose "
+                        "length depends on the image, which a traced graph would fix to the sample's: it is not "
+                        "exported (detect.py and csv_validation.py run it)")
 
 
 def _sample_input(sample_size: Tuple[int, int]) -> torch.Tensor:

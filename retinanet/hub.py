@@ -44,6 +44,7 @@ def load_model(
         # the box its NMS was validated with, unless the caller asks for another
         model_kwargs = {"person_triplets": True,
                         "suppression_box": (model_args or {}).get("suppression_box", DEFAULT_SUPPRESSION_BOX),
+                        "instances_per_anchor": found.get("instances_per_anchor", 1),
                         **model_kwargs}
     elif "suppression_box" in model_kwargs:
         raise UserError(f"{path}: a plain RetinaNet runs one NMS on its boxes; --suppression_box applies to "

@@ -5,6 +5,7 @@ The formula is ``torchvision.ops.sigmoid_focal_loss``'s; it is written here with
 pass (``_FocalLossPerImage``) because autograd through the element-wise form keeps ~20 dense
 (B, A, K) temporaries per step.
 """
+import itertools
 from typing import Dict, List, Optional
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from retinanet.box_coder import BoxCoder, reference_boxes
 from retinanet.boxes import box_ioa, box_iou
-from retinanet.matcher import BETWEEN_THRESHOLDS, ignored_classes, match_anchors
+from retinanet.matcher import BACKGROUND, BETWEEN_THRESHOLDS, ignored_classes, match_anchors
 
 
 def smooth_l1(diff: torch.Tensor, beta: float = 1.0 / 9.0) -> torch.Tensor:
@@ -30,6 +31,7 @@ def build_targets(
     negative_threshold: float = 0.4,
     ignore_threshold: float = 0.5,
     boxes_per_anchor: int = 1,
+    instances_per_anchor: int = 1,
 ):
     """Per-anchor training targets for a batch, kept sparse: no (B, A, K) one-hot is built.
 
@@ -45,26 +47,35 @@ def build_targets(
     a class-specific ignore region leaves that class out, None when no image has one;
     box_targets (B, A, 4 S), S = 1 or 3 boxes; box_weights (B, A, S) bool: whether each box of a
     positive anchor is trained (False for an ignored head)). Positive anchors are never ignored.
+
+    instances_per_anchor: I = 2 gives each anchor the two boxes it overlaps most, the best as its
+    first instance and the second best as its second, each positive, between thresholds or
+    background by its own IoU (CrowdDet's targets for two predictions per anchor); every A above
+    is then A I rows, anchor-major (row a I + i: instance i of anchor a), and ``emd_targets``
+    decides which prediction of an anchor learns which.
     """
     device = anchors.device
     labels_per_image, weights_per_image, class_ignored_per_image, box_targets_per_image = [], [], [], []
     box_weights_per_image = []
+    num_rows = anchors.shape[0] * instances_per_anchor
+    # (A I, 4 S) the reference boxes of every row's S boxes
+    references = reference_boxes(anchors, boxes_per_anchor).repeat_interleave(instances_per_anchor, dim=0)
     for target in targets:
         boxes, labels = target["boxes"], target["labels"]
-        matched_idxs = match_anchors(box_iou(boxes, anchors), positive_threshold, negative_threshold)
+        matched_idxs = _matched_instances(box_iou(boxes, anchors), instances_per_anchor, positive_threshold,
+                                          negative_threshold)  # (A I,)
         positive = matched_idxs >= 0
         # (N, S, 4) every box an anchor regresses, and (N, S) whether each is trained
         kinds, kind_valid = _regressed_boxes(target, boxes_per_anchor)
         matched_box = matched_idxs.clamp(min=0)
         if boxes.shape[0] > 0:
             anchor_labels = torch.where(positive, labels[matched_box], -1)
-            box_target = box_coder.encode(kinds[matched_box], reference_boxes(anchors, boxes_per_anchor))
-            box_target = box_target.reshape(anchors.shape[0], -1)
+            box_target = box_coder.encode(kinds[matched_box], references).reshape(num_rows, -1)
             box_weight = kind_valid[matched_box] & positive[:, None]
         else:
             anchor_labels = torch.full_like(matched_idxs, -1)
-            box_target = anchors.new_zeros(anchors.shape[0], 4 * boxes_per_anchor)
-            box_weight = torch.zeros(anchors.shape[0], boxes_per_anchor, dtype=torch.bool, device=device)
+            box_target = anchors.new_zeros(num_rows, 4 * boxes_per_anchor)
+            box_weight = torch.zeros(num_rows, boxes_per_anchor, dtype=torch.bool, device=device)
         weight = matched_idxs != BETWEEN_THRESHOLDS
         class_ignored = None
         ignore = target.get("ignore")
@@ -72,7 +83,7 @@ def build_targets(
             ignore_labels = target.get("ignore_labels")
             if ignore_labels is None:
                 ignore_labels = torch.full((ignore.shape[0],), -1, dtype=torch.int64, device=ignore.device)
-            ioa = box_ioa(anchors, ignore)  # (A, M)
+            ioa = box_ioa(anchors, ignore).repeat_interleave(instances_per_anchor, dim=0)  # (A I, M)
             every_class = ignore_labels < 0
             weight &= ~((ioa[:, every_class] >= ignore_threshold).any(dim=1) & ~positive)
             if not bool(every_class.all()):
@@ -87,10 +98,24 @@ def build_targets(
     if all(c is None for c in class_ignored_per_image):
         class_ignored = None
     else:
-        none = torch.zeros(anchors.shape[0], num_classes, dtype=torch.bool, device=device)
+        none = torch.zeros(num_rows, num_classes, dtype=torch.bool, device=device)
         class_ignored = torch.stack([none if c is None else c for c in class_ignored_per_image])
     return (torch.stack(labels_per_image), torch.stack(weights_per_image), class_ignored,
             torch.stack(box_targets_per_image), torch.stack(box_weights_per_image))
+
+
+def _matched_instances(iou: torch.Tensor, instances_per_anchor: int, positive_threshold: float,
+                       negative_threshold: float) -> torch.Tensor:
+    """iou (N, A) -> (A I,) matched box of each anchor's I instances (``match_anchors``'s codes), anchor-major:
+    instance i takes the box the anchor overlaps (i+1)-th most, judged by that IoU."""
+    if instances_per_anchor == 1:
+        return match_anchors(iou, positive_threshold, negative_threshold)
+    # no box, or fewer boxes than instances: the missing ones overlap the anchor at IoU 0
+    padded = torch.cat([iou, iou.new_zeros(max(instances_per_anchor - iou.shape[0], 0), iou.shape[1])])
+    top_iou, top_idx = padded.topk(instances_per_anchor, dim=0)  # (I, A), best first
+    matched = torch.where(top_iou >= positive_threshold, top_idx, BETWEEN_THRESHOLDS)
+    matched = torch.where(top_iou < negative_threshold, BACKGROUND, matched)
+    return matched.t().reshape(-1)
 
 
 def _regressed_boxes(target: Dict[str, torch.Tensor], boxes_per_anchor: int):
@@ -186,17 +211,24 @@ def retinanet_loss(
 
     class_logits: (B, A, K); box_deltas: (B, A, 4 S), S boxes per anchor (3 for person triplets:
     each box is a task of its own, weighted as the one box of a plain model); anchors: (A, 4);
-    targets: one dict per image (``build_targets``).
+    targets: one dict per image (``build_targets``). With I predictions per anchor (class_logits
+    (B, A I, K) and box_deltas (B, A I, 4 S), instance-minor rows) each anchor's predictions learn
+    its I targets in the order that costs least (``emd_targets``).
     classification = mean_b [sum_{a,k} w FL / max(P_b, 1)]
     regression     = mean_b [sum_{a positive, s trained, c} smoothL1 / max(4 P_b, 1)]  (the original's per-image mean)
     Per-image normalisation keeps a multi-process batch's loss equal to the single-process one.
     """
     box_coder = box_coder or BoxCoder()
     num_classes = class_logits.shape[-1]
+    instances_per_anchor = class_logits.shape[1] // anchors.shape[0]
     with torch.no_grad():
         boxes_per_anchor = box_deltas.shape[-1] // 4
-        anchor_labels, anchor_weights, class_ignored, box_targets, box_weights = build_targets(
-            targets, anchors, num_classes, box_coder, boxes_per_anchor=boxes_per_anchor)
+        anchor_targets = build_targets(targets, anchors, num_classes, box_coder, boxes_per_anchor=boxes_per_anchor,
+                                       instances_per_anchor=instances_per_anchor)
+        if instances_per_anchor > 1:
+            anchor_targets = emd_targets(class_logits, box_deltas, anchor_targets, instances_per_anchor,
+                                         alpha, gamma, beta)
+        anchor_labels, anchor_weights, class_ignored, box_targets, box_weights = anchor_targets
         box_weights = box_weights.repeat_interleave(4, dim=2)  # (B, A, 4 S)
         weights = anchor_weights[..., None].to(torch.float32)  # (B, A, 1)
         if class_ignored is not None:
@@ -210,3 +242,61 @@ def retinanet_loss(
     box_loss = smooth_l1(box_deltas.float() - box_targets, beta) * box_weights
     box_loss = box_loss.sum(dim=(1, 2)) / (4 * num_positive).clamp(min=1)
     return {"classification": class_loss.mean(), "regression": box_loss.mean()}
+
+
+def emd_targets(class_logits: torch.Tensor, box_deltas: torch.Tensor, anchor_targets: tuple,
+                instances_per_anchor: int, alpha: float = 0.25, gamma: float = 2.0, beta: float = 1.0 / 9.0):
+    """The EMD loss's assignment: an anchor's I predictions take its I targets in the order of least loss.
+
+    CrowdDet (Chu et al., "Detection in Crowded Scenes: One Proposal, Multiple Predictions",
+    https://arxiv.org/abs/2003.09163) lets one anchor predict the two people it overlaps most, and
+    trains it with the minimum over the assignments of predictions to targets of their summed loss,
+    so that neither prediction is tied to "the front person". Here the loss of one prediction
+    against one target is its focal loss plus a quarter of its smooth-L1 sum (the weights
+    ``retinanet_loss`` gives them); the minimum's gradient is the gradient of the cheapest
+    assignment, so the targets are permuted and the usual losses computed on them.
+
+    class_logits (B, A I, K), box_deltas (B, A I, 4 S): the predictions (read only);
+    anchor_targets: ``build_targets``'s five outputs with instances_per_anchor = I. Returns them
+    with each anchor's I rows permuted. Only anchors whose rows differ (a positive, or unequal
+    weights) are looked at: for the others every order costs the same.
+    """
+    labels, weights, ignored, box_targets, box_weights = anchor_targets
+    batch_size, num_rows, num_classes = class_logits.shape
+    instances = instances_per_anchor
+    num_anchors = num_rows // instances
+    per_anchor = labels.reshape(batch_size, num_anchors, instances)
+    anchor_weights = weights.reshape(batch_size, num_anchors, instances)
+    differs = (per_anchor >= 0).any(dim=2) | (anchor_weights != anchor_weights[..., :1]).any(dim=2)
+    image, anchor = torch.nonzero(differs, as_tuple=True)
+    if image.numel() == 0:
+        return anchor_targets
+    rows = anchor[:, None] * instances + torch.arange(instances, device=labels.device)  # (n, I)
+    image_rows = image[:, None].expand_as(rows)
+    logits = class_logits[image_rows, rows].float()  # (n, I, K)
+    target_labels = labels[image_rows, rows]  # (n, I)
+    class_weight = weights[image_rows, rows][..., None].float()  # (n, I, 1)
+    if ignored is not None:
+        class_weight = class_weight * ~ignored[image_rows, rows]
+    onehot = F.one_hot(target_labels.clamp(min=0), num_classes) * (target_labels >= 0)[..., None]
+    # (n, I predictions, I targets): the cost of prediction i learning target j
+    x, y = logits[:, :, None], onehot[:, None].float()
+    p = torch.sigmoid(x)
+    focal = -(alpha * y * (1 - p) ** gamma * F.logsigmoid(x) + (1 - alpha) * (1 - y) * p ** gamma * F.logsigmoid(-x))
+    cost = (focal * class_weight[:, None]).sum(dim=3)
+    box_weight = box_weights[image_rows, rows].repeat_interleave(4, dim=2)[:, None]  # (n, 1, I, 4 S)
+    residual = box_deltas[image_rows, rows].float()[:, :, None] - box_targets[image_rows, rows][:, None]
+    cost = cost + (smooth_l1(residual, beta) * box_weight).sum(dim=3) / 4
+    orders = torch.tensor(list(itertools.permutations(range(instances))), device=labels.device)  # (P, I)
+    order_cost = cost[:, torch.arange(instances, device=labels.device), orders].sum(dim=2)  # (n, P)
+    # argmin takes the first of equal costs: the identity order, where the two orders tie
+    chosen = rows.gather(1, orders[order_cost.argmin(dim=1)])  # (n, I): the row each prediction learns
+    permuted = []
+    for value in anchor_targets:
+        if value is None:
+            permuted.append(None)
+            continue
+        value = value.clone()
+        value[image_rows, rows] = value[image_rows, chosen]
+        permuted.append(value)
+    return tuple(permuted)

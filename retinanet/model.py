@@ -34,6 +34,9 @@ DEFAULT_TOPK_PER_LEVEL = 1000
 # boxes came out apart, at a much higher MR^-2.
 SUPPRESSION_BOXES = PERSON_BOX_KINDS + ("paired",)
 DEFAULT_SUPPRESSION_BOX = "full"
+# A triplet model's predictions per anchor: 1, or 2 (CrowdDet's two people per anchor, trained with
+# the EMD loss, losses.emd_targets, and kept apart by Set NMS, postprocess.set_nms).
+INSTANCES_PER_ANCHOR = (1, 2)
 
 _BLOCKS = {"basic": tv_resnet.BasicBlock, "bottleneck": tv_resnet.Bottleneck}
 # depth -> (block class, blocks per stage, torchvision's ImageNet weights enum)
@@ -135,6 +138,9 @@ class RetinaNet(nn.Module):
     of two detections, or with "paired" decides by all three (``postprocess.paired_nms``). With
     num_classes=2, class 1 is a head detected on its own (its box is box 0, repeated in all three),
     and each person's head box is the head detection its regressed head overlaps best (``postprocess.attach_heads``).
+    instances_per_anchor=2 (triplets): every anchor predicts two detections, each with its scores
+    and boxes, trained on the two people the anchor overlaps most by the EMD loss
+    (``losses.emd_targets``); NMS never lets one of an anchor's two detections remove the other (Set NMS).
     The plain model (False) keeps the published layout exactly.
     """
 
@@ -151,6 +157,7 @@ class RetinaNet(nn.Module):
         max_detections: int = 300,
         person_triplets: bool = False,
         suppression_box: str = DEFAULT_SUPPRESSION_BOX,
+        instances_per_anchor: int = 1,
     ):
         super().__init__()
         if depth not in RESNET_DEPTHS:
@@ -158,6 +165,9 @@ class RetinaNet(nn.Module):
         if suppression_box not in SUPPRESSION_BOXES:
             raise UserError(f"the suppression box must be one of {', '.join(SUPPRESSION_BOXES)}, "
                             f"got {suppression_box!r}")
+        if instances_per_anchor not in INSTANCES_PER_ANCHOR or (instances_per_anchor > 1 and not person_triplets):
+            raise UserError(f"predictions per anchor: 1, or 2 for a person-triplet model; got {instances_per_anchor}"
+                            + ("" if person_triplets else " for a plain model"))
         if person_triplets and num_classes not in (1, 2):
             raise UserError(f"a person-triplet model has one class (person) or two (person, head), got {num_classes}")
         block, layers, _ = RESNET_DEPTHS[depth]
@@ -172,6 +182,7 @@ class RetinaNet(nn.Module):
         self.person_triplets = bool(person_triplets)
         self.suppression_box = suppression_box
         self.boxes_per_anchor = len(PERSON_BOX_KINDS) if self.person_triplets else 1
+        self.instances_per_anchor = int(instances_per_anchor)
         # A triplet model's second class: heads detected on their own, which persons take their head from.
         self.head_class = 1 if self.person_triplets and num_classes == 2 else None
 
@@ -186,7 +197,8 @@ class RetinaNet(nn.Module):
 
         self.anchor_generator = AnchorGenerator()
         self.box_coder = BoxCoder()
-        num_anchors = self.anchor_generator.num_anchors_per_location
+        # each of an anchor's predictions is a row of the subnets' outputs, as if it were an anchor of its own
+        num_anchors = self.anchor_generator.num_anchors_per_location * self.instances_per_anchor
         self.regressionModel = Subnet(feature_size, num_anchors, 4 * self.boxes_per_anchor, feature_size)
         self.classificationModel = Subnet(feature_size, num_anchors, num_classes, feature_size)
         # Every anchor starts as background with probability 1 - prior, so the first focal losses
@@ -200,11 +212,14 @@ class RetinaNet(nn.Module):
         """Constructor arguments that rebuild this architecture (stored in checkpoints).
 
         A plain model's are exactly the three of the published layout; a person-triplet model adds
-        ``person_triplets`` and the ``suppression_box`` it was trained and validated with.
+        ``person_triplets`` and the ``suppression_box`` it was trained and validated with, and
+        ``instances_per_anchor`` when it is not 1.
         """
         args = {"num_classes": self.num_classes, "depth": self.depth, "feature_size": self.feature_size}
         if self.person_triplets:
             args.update(person_triplets=True, suppression_box=self.suppression_box)
+        if self.instances_per_anchor != 1:
+            args.update(instances_per_anchor=self.instances_per_anchor)
         return args
 
     def features(self, images: torch.Tensor) -> List[torch.Tensor]:
@@ -218,12 +233,17 @@ class RetinaNet(nn.Module):
         return self.fpn(c3, c4, c5)
 
     def head_outputs(self, features: List[torch.Tensor]) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Pyramid features -> per level class logits (B, A_l, K) and box deltas (B, A_l, 4 S), S boxes per anchor."""
+        """Pyramid features -> per level class logits (B, A_l I, K) and box deltas (B, A_l I, 4 S), S boxes
+        per prediction, I predictions per anchor (row a I + i: prediction i of anchor a)."""
         return self.classificationModel(features), self.regressionModel(features)
 
     def anchors(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Pyramid features -> per level anchors (A_l, 4) x1y1x2y2, in the order of the head outputs."""
-        return self.anchor_generator.level_anchors(features)
+        """Pyramid features -> per level anchors (A_l I, 4) x1y1x2y2 of the head outputs' rows (each anchor
+        once per prediction)."""
+        levels = self.anchor_generator.level_anchors(features)
+        if self.instances_per_anchor == 1:
+            return levels
+        return [anchors.repeat_interleave(self.instances_per_anchor, dim=0) for anchors in levels]
 
     def losses(self, images: torch.Tensor, targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
         """Focal and box losses of a batch: {"classification": (), "regression": ()} (see the class docstring)."""
@@ -269,6 +289,7 @@ class RetinaNet(nn.Module):
             boxes_per_anchor=self.boxes_per_anchor,
             head_class=self.head_class,
             paired=self.person_triplets and self.suppression_box == "paired",
+            instances_per_anchor=self.instances_per_anchor,
         )
 
     @torch.inference_mode()

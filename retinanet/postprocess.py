@@ -4,7 +4,7 @@ One implementation serves eager inference and the exported graph. The code is wr
 tracing keeps batch size and image size dynamic: sizes come from tensors, per-level work runs on
 per-level tensors, and the per-image cap is a rank computed with tensor ops.
 """
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torchvision.ops import batched_nms
@@ -24,7 +24,7 @@ CANDIDATES_PER_DETECTION = 4
 # paired_nms: a person's head for telling people apart is a head detection scoring over HEAD_SCORE
 # (the default detection threshold: the low-scoring ones at evaluation settings cost time and are
 # rarely anyone's best head) overlapping its regressed head at IoU > HEAD_MATCH_IOU. The greedy pass
-# settles PAIRED_BLOCK people of each image at a time.
+# of paired_nms and set_nms settles PAIRED_BLOCK candidates of each image at a time.
 HEAD_SCORE = 0.05
 HEAD_MATCH_IOU = 0.3
 PAIRED_BLOCK = 256
@@ -75,6 +75,7 @@ def flat_detections(
     boxes_per_anchor: int = 1,
     head_class: Optional[int] = None,
     paired: bool = False,
+    instances_per_anchor: int = 1,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections of a batch as one flat list, vectorised over images: one top-k per level, one NMS in all.
 
@@ -92,25 +93,33 @@ def flat_detections(
     head_class: a triplet model's class of heads detected on their own (their box is box 0); each
     person's head box becomes the head detection it overlaps best (``attach_heads``).
     paired: a triplet model's NMS by ``paired_nms`` (suppression_box is then unused).
+    instances_per_anchor: I, the rows of each anchor (I consecutive rows of level_logits and
+    level_deltas, and I copies of the anchor in level_anchors); with I > 1 the detections of one
+    anchor never remove each other (``set_nms``, or ``paired_nms`` told the anchors).
     Returns boxes (D, 4 S) x1y1x2y2 (box s in columns 4s..4s+3), scores (D,), labels (D,) int64 and
     batch_index (D,) int64, grouped by image, by descending score within an image, at most ``max_detections`` per image.
     """
-    cand_logits, cand_labels, cand_deltas, cand_anchors = [], [], [], []
+    cand_logits, cand_labels, cand_deltas, cand_anchors, cand_sources = [], [], [], [], []
+    first_row = 0
     for logits, deltas, anchors in zip(level_logits, level_deltas, level_anchors):
         top_logits, anchor_idx, labels = level_topk(logits, topk_per_level)
         cand_logits.append(top_logits)
         cand_labels.append(labels)
         cand_deltas.append(deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4 * boxes_per_anchor)))
         cand_anchors.append(anchors[anchor_idx])
+        if instances_per_anchor > 1:  # which anchor of the pyramid each candidate comes from
+            cand_sources.append((first_row + anchor_idx) // instances_per_anchor)
+            first_row += logits.shape[1]
     # (B, N): every image has the same N candidates. sigmoid is taken of these few, not of all B*A*K.
     cand_scores = torch.sigmoid(torch.cat(cand_logits, dim=1).float())
     candidates = (cand_scores, torch.cat(cand_labels, dim=1), torch.cat(cand_deltas, dim=1),
-                  torch.cat(cand_anchors, dim=1))
+                  torch.cat(cand_anchors, dim=1), torch.cat(cand_sources, dim=1) if cand_sources else None)
     batch_size, num_classes = level_logits[0].shape[0], level_logits[0].shape[2]
     image_sizes = image_sizes.expand(batch_size, 2)
 
-    # paired_nms's pass over blocks would run again for each larger cut: it takes every candidate at once
-    num_candidates = None if candidates_per_detection is None or paired else candidates_per_detection * max_detections
+    # the greedy pass over blocks (paired, Set NMS) would run again for each larger cut: it takes every candidate
+    greedy = paired or instances_per_anchor > 1
+    num_candidates = None if candidates_per_detection is None or greedy else candidates_per_detection * max_detections
     if num_candidates is not None:
         num_passing = (cand_scores > score_threshold).sum(dim=1)  # (B,)
     while True:
@@ -212,6 +221,7 @@ def _nms(
     cand_labels: torch.Tensor,
     cand_deltas: torch.Tensor,
     cand_anchors: torch.Tensor,
+    cand_sources: Optional[torch.Tensor],
     num_candidates: Optional[int],
     score_threshold: Union[float, torch.Tensor],
     box_coder: BoxCoder,
@@ -225,13 +235,15 @@ def _nms(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class-aware NMS of each image's best ``num_candidates`` (all if None) candidates above the threshold.
 
-    cand_scores, cand_labels: (B, N); cand_deltas: (B, N, 4 S); cand_anchors: (B, N, 4); image_sizes:
+    cand_scores, cand_labels: (B, N); cand_deltas: (B, N, 4 S); cand_anchors: (B, N, 4); cand_sources:
+    (B, N) the anchor each candidate comes from, or None (one prediction per anchor); image_sizes:
     (B, 2) h, w. NMS compares box ``suppression_box`` of the S (box 0 of a ``head_class`` candidate,
-    a head detected on its own), or with ``paired`` the rule of ``paired_nms``.
+    a head detected on its own), or with ``paired`` the rule of ``paired_nms``; candidates of one
+    anchor never remove each other (Set NMS).
     Returns image index (D,), boxes
     (D, 4 S), scores (D,) and labels (D,) of the survivors, by descending score.
     """
-    if num_candidates is not None and cand_scores.shape[1] > num_candidates:
+    if num_candidates is not None and cand_scores.shape[1] > num_candidates:  # (never with sources: greedy)
         cand_scores, best = cand_scores.topk(num_candidates, dim=1, sorted=False)
         cand_labels = cand_labels.gather(1, best)
         cand_deltas = cand_deltas.gather(1, best[:, :, None].expand(-1, -1, 4 * boxes_per_anchor))
@@ -244,14 +256,20 @@ def _nms(
     boxes = box_coder.decode(deltas.reshape(-1, boxes_per_anchor, 4),
                              reference_boxes(cand_anchors[image_idx, column], boxes_per_anchor))
     boxes = clip_boxes(boxes, image_sizes[image_idx, 0, None], image_sizes[image_idx, 1, None])
+    sources = None if cand_sources is None else cand_sources[image_idx, column]
     if paired:
-        keep = paired_nms(boxes, scores, labels, image_idx, cand_scores.shape[0], nms_iou_threshold, head_class)
+        keep = paired_nms(boxes, scores, labels, image_idx, cand_scores.shape[0], nms_iou_threshold, head_class,
+                          sources)
     else:
         compared = boxes[:, suppression_box]
         if head_class is not None and suppression_box != 0:
             compared = torch.where((labels == head_class)[:, None], boxes[:, 0], compared)
-        # One NMS over the batch: each (image, class) pair is its own group.
-        keep = batched_nms(_empty_if_inverted(compared), scores, image_idx * num_classes + labels, nms_iou_threshold)
+        if sources is None:
+            # One NMS over the batch: each (image, class) pair is its own group.
+            keep = batched_nms(_empty_if_inverted(compared), scores, image_idx * num_classes + labels,
+                               nms_iou_threshold)
+        else:
+            keep = set_nms(compared, scores, labels, image_idx, sources, cand_scores.shape[0], nms_iou_threshold)
     boxes = boxes.reshape(-1, 4 * boxes_per_anchor)
     return image_idx[keep], boxes[keep], scores[keep], labels[keep]
 
@@ -274,6 +292,7 @@ def paired_nms(
     num_images: int,
     iou_threshold: float,
     head_class: Optional[int] = None,
+    sources: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Greedy NMS of person triplets that keeps two people apart by their heads and visible bodies.
 
@@ -288,29 +307,26 @@ def paired_nms(
     they overlap at IoU > ``iou_threshold``); without one it is its regressed head. A person with no
     head has the same head as everyone. Heads detected on their own go through NMS of their own.
 
-    The greedy pass runs over each image's people by descending score in blocks of
-    ``PAIRED_BLOCK``, all images at once: a block is checked against the people kept so far, then
-    settled within itself by iterating "kept unless a kept one before it removes it" to its fixed
-    point (the Cluster-NMS iteration), which is the greedy result.
-
     boxes: (D, 3, 4) full, visible, head of every candidate; scores, labels, image_idx: (D,), the
-    images numbered below ``num_images``. Returns (K,) indices of the survivors by descending score.
+    images numbered below ``num_images``; sources: (D,) the anchor of each candidate, or None: two
+    candidates of one anchor never remove each other (Set NMS). Returns (K,) indices of the
+    survivors by descending score.
     """
     boxes = _empty_if_inverted(boxes)
     is_head = labels == head_class if head_class is not None else torch.zeros_like(labels, dtype=torch.bool)
     heads = torch.nonzero(is_head, as_tuple=True)[0]
-    heads = heads[batched_nms(boxes[heads, 0], scores[heads], image_idx[heads], iou_threshold)]
+    if sources is None:
+        heads = heads[batched_nms(boxes[heads, 0], scores[heads], image_idx[heads], iou_threshold)]
+    else:
+        heads = heads[set_nms(boxes[heads, 0], scores[heads], labels[heads], image_idx[heads], sources[heads],
+                              num_images, iou_threshold)]
     if head_class is not None:
         confident = _rows_by_image(heads[scores[heads] > HEAD_SCORE], scores, image_idx, num_images)
         head_boxes = boxes[confident.clamp(min=0), 0] * (confident >= 0)[..., None]  # (B, H, 4)
         head_scores = scores[confident.clamp(min=0)] * (confident >= 0)  # (B, H), 0 on padding
-    order = _rows_by_image(torch.nonzero(~is_head, as_tuple=True)[0], scores, image_idx, num_images)  # (B, N)
-    kept_index = order.new_full((num_images, 0), -1)
-    # the people kept so far as (full, visible, head, has_head), each image a row
-    kept = tuple(boxes.new_zeros(num_images, 0, 4) for _ in range(3)) + (
-        torch.zeros(num_images, 0, dtype=torch.bool, device=boxes.device),)
-    for start in range(0, order.shape[1], PAIRED_BLOCK):
-        block = order[:, start:start + PAIRED_BLOCK]
+
+    def describe(block: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """(full, visible, head, has_head[, source]) of the people in ``block`` (B, b), -1 padding."""
         valid = block >= 0
         full, visible, regressed = (boxes[block.clamp(min=0), s] * valid[..., None] for s in range(3))
         if head_class is not None:
@@ -318,8 +334,77 @@ def paired_nms(
         else:
             head, has_head = regressed, valid
         people = (full, visible, head, has_head & valid)
-        alive = valid & ~(_duplicates(kept, people, iou_threshold) & (kept_index >= 0)[..., None]).any(dim=1)
-        within = _duplicates(people, people, iou_threshold).triu(diagonal=1)  # (B, b, b): i before j removes j
+        return people if sources is None else people + (sources[block.clamp(min=0)],)
+
+    def removes(first: Tuple[torch.Tensor, ...], second: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+        duplicate = _duplicates(first[:4], second[:4], iou_threshold)
+        return duplicate if sources is None else duplicate & (first[4][:, :, None] != second[4][:, None, :])
+
+    order = _rows_by_image(torch.nonzero(~is_head, as_tuple=True)[0], scores, image_idx, num_images)  # (B, N)
+    survivors = torch.cat([heads, _greedy_by_blocks(order, describe, removes)])
+    return survivors[scores[survivors].argsort(descending=True)]
+
+
+def set_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    image_idx: torch.Tensor,
+    sources: torch.Tensor,
+    num_images: int,
+    iou_threshold: float,
+) -> torch.Tensor:
+    """Class-aware greedy NMS in which detections of the same anchor never remove each other.
+
+    The Set NMS of CrowdDet: an anchor trained to predict the two people it overlaps most
+    (``losses.emd_targets``) gives two detections whose boxes overlap because the people do, so
+    plain NMS would throw the second away; a duplicate from another anchor still goes.
+    boxes: (D, 4) x1y1x2y2; scores, labels, image_idx: (D,), the images numbered below
+    ``num_images``; sources: (D,) the anchor each detection comes from. Returns (K,) indices of the
+    survivors by descending score.
+    """
+    boxes = _empty_if_inverted(boxes)
+
+    def describe(block: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        index = block.clamp(min=0)
+        return boxes[index] * (block >= 0)[..., None], labels[index], sources[index]
+
+    def removes(first: Tuple[torch.Tensor, ...], second: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return ((batched_box_iou(first[0], second[0]) > iou_threshold)
+                & (first[1][:, :, None] == second[1][:, None, :]) & (first[2][:, :, None] != second[2][:, None, :]))
+
+    order = _rows_by_image(torch.arange(len(scores), device=scores.device), scores, image_idx, num_images)
+    survivors = _greedy_by_blocks(order, describe, removes)
+    return survivors[scores[survivors].argsort(descending=True)]
+
+
+def _greedy_by_blocks(
+    order: torch.Tensor,
+    describe: Callable[[torch.Tensor], Tuple[torch.Tensor, ...]],
+    removes: Callable[[Tuple[torch.Tensor, ...], Tuple[torch.Tensor, ...]], torch.Tensor],
+) -> torch.Tensor:
+    """Greedy NMS under any rule, all images at once: (K,) the kept candidates of ``order``, in no order.
+
+    The pass runs over each image's candidates by descending score in blocks of ``PAIRED_BLOCK``:
+    a block is checked against the candidates kept so far, then settled within itself by iterating
+    "kept unless a kept one before it removes it" to its fixed point (the Cluster-NMS iteration),
+    which is the greedy result.
+    order: (B, N) candidate indices, each image's by descending score, -1 padding; describe: block
+    (B, b) -> a tuple of (B, b) or (B, b, 4) tensors, what ``removes`` reads of each candidate;
+    removes(first, second) -> (B, n, m) bool, candidate i of ``first`` removes candidate j of ``second``
+    when i scores higher.
+    """
+    num_images = order.shape[0]
+    kept_index = order.new_full((num_images, 0), -1)
+    kept = None  # what describe gives of the candidates kept so far, each image a row
+    for start in range(0, order.shape[1], PAIRED_BLOCK):
+        block = order[:, start:start + PAIRED_BLOCK]
+        valid = block >= 0
+        candidates = describe(block)
+        alive = valid
+        if kept is not None:
+            alive = valid & ~(removes(kept, candidates) & (kept_index >= 0)[..., None]).any(dim=1)
+        within = removes(candidates, candidates).triu(diagonal=1)  # (B, b, b): i before j removes j
         keep = alive
         while True:
             settled = alive & ~(within & keep[..., None]).any(dim=1)
@@ -327,14 +412,13 @@ def paired_nms(
                 break
             keep = settled
         kept_index = torch.cat([kept_index, torch.where(keep, block, -1)], dim=1)
-        kept = tuple(torch.cat([old, new], dim=1) for old, new in zip(kept, people))
-        # the kept people to the front of each row, the row as long as the most kept in an image
+        kept = candidates if kept is None else tuple(torch.cat([old, new], dim=1) for old, new in zip(kept, candidates))
+        # the kept candidates to the front of each row, the row as long as the most kept in an image
         front = (kept_index < 0).to(torch.int8).argsort(dim=1, stable=True)[:, :int((kept_index >= 0).sum(1).max())]
         kept_index = kept_index.gather(1, front)
         kept = tuple(value.gather(1, front[..., None].expand(-1, -1, 4)) if value.dim() == 3
                      else value.gather(1, front) for value in kept)
-    survivors = torch.cat([heads, kept_index[kept_index >= 0]])
-    return survivors[scores[survivors].argsort(descending=True)]
+    return kept_index[kept_index >= 0]
 
 
 def _rows_by_image(members: torch.Tensor, scores: torch.Tensor, image_idx: torch.Tensor,

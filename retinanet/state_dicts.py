@@ -29,7 +29,8 @@ BLOCKS_TO_DEPTH = {stages: depth for depth, stages in RESNET_STAGES.items()}
 
 def infer_model_args(state_dict: Dict[str, torch.Tensor], path: str) -> Dict[str, int]:
     """Depth, class count and feature size read off the tensors themselves, and
-    ``person_triplets: True`` for a model with three boxes per anchor."""
+    ``person_triplets: True`` for a model with three boxes per anchor (and ``instances_per_anchor: 2``
+    for one that predicts two people per anchor)."""
     required = ("layer1.0.conv1.weight", "fpn.P5_1.weight", "classificationModel.output.bias")
     missing = [k for k in required if k not in state_dict]
     if missing:
@@ -44,16 +45,19 @@ def infer_model_args(state_dict: Dict[str, torch.Tensor], path: str) -> Dict[str
         raise UserError(f"{path}: backbone with {block} blocks {blocks} is not a ResNet-18/34/50/101/152")
     num_anchor_outputs = state_dict["classificationModel.output.bias"].shape[0]
     box_values = state_dict["regressionModel.output.bias"].shape[0] // ANCHORS_PER_LOCATION
-    if box_values not in (4, 12):
+    if box_values not in (4, 12, 24):
         raise UserError(f"{path}: {box_values} box values per anchor: neither a plain (4) nor a person-triplet "
-                        "(12) RetinaNet")
+                        "(12, or 24 with two people per anchor) RetinaNet")
+    instances = 2 if box_values == 24 else 1
     found = {
         "depth": depth,
-        "num_classes": num_anchor_outputs // ANCHORS_PER_LOCATION,
+        "num_classes": num_anchor_outputs // (ANCHORS_PER_LOCATION * instances),
         "feature_size": state_dict["fpn.P5_1.weight"].shape[0],
     }
-    if box_values == 12:
+    if box_values > 4:
         found["person_triplets"] = True
+    if instances > 1:
+        found["instances_per_anchor"] = instances
     return found
 
 
@@ -110,6 +114,11 @@ def load_weights(
         kind = {True: "a person-triplet", False: "a plain"}
         raise UserError(f"{path}: checkpoint is {kind[found.get('person_triplets', False)]} RetinaNet, the model "
                         f"{kind[model.person_triplets]} one; fine-tune with train.py --model_path to change")
+    instances = found.get("instances_per_anchor", 1)
+    other_instances = instances != model.instances_per_anchor
+    if other_instances and not allow_class_change:
+        raise UserError(f"{path}: checkpoint predicts {instances} people per anchor, the model "
+                        f"{model.instances_per_anchor}; fine-tune with train.py --model_path to change")
     if found["feature_size"] != model.feature_size:
         raise UserError(f"{path}: checkpoint has {found['feature_size']} FPN channels, the model "
                         f"{model.feature_size}; pass --feature_size {found['feature_size']}")
@@ -134,11 +143,19 @@ def load_weights(
         shown = source_names if source_names is not None else f"{found['num_classes']} unnamed classes"
         raise UserError(f"{path}: checkpoint classes {_short(shown)} differ from the class list "
                         f"{_short(target_names)}; fine-tune with train.py --model_path to change classes")
-    if mapping != list(range(found["num_classes"])) or not same_classes:
+    if other_instances:
+        # Another number of predictions per anchor: both output convs have other shapes and start
+        # from their own init; everything below them carries over.
+        state_dict.update({key: expected[key] for key in CLASS_HEAD_KEYS + BOX_HEAD_KEYS})
+        log(f"loaded {path}: {instances} prediction(s) per anchor in the checkpoint, "
+            f"{model.instances_per_anchor} in the model; class and box output layers initialised")
+    elif mapping != list(range(found["num_classes"])) or not same_classes:
         initial = {key: expected[key] for key in CLASS_HEAD_KEYS}
-        state_dict = remap_class_head(state_dict, mapping, initial, model.anchor_generator.num_anchors_per_location)
+        # each of an anchor's predictions has its own K class rows (anchor-major, then prediction)
+        state_dict = remap_class_head(state_dict, mapping, initial,
+                                      model.anchor_generator.num_anchors_per_location * instances)
 
-    if other_variant:
+    if other_variant and not other_instances:
         # Fine-tuning a plain model into person triplets (or back): everything but the box output
         # conv carries over; that conv has another shape and starts from its own init.
         state_dict.update({key: expected[key] for key in BOX_HEAD_KEYS})
