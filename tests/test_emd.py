@@ -228,3 +228,29 @@ def test_two_instances_are_a_triplet_models_and_are_not_exported(tmp_path):
     with pytest.raises(UserError, match="Set NMS"):
         export_onnx(model, str(tmp_path / "emd.onnx"), ["person", "head"])
     assert not list(tmp_path.iterdir())
+
+
+def test_an_anchors_two_heads_at_iou_over_half_are_one_head():
+    """Set NMS is for people: two head detections of one anchor overlapping at IoU 0.6 keep the better."""
+    anchors = torch.stack([A, A])
+    heads = torch.stack([torch.stack([A, A, A]), torch.stack([B, B, B])])
+    deltas = BoxCoder().encode(heads, reference_boxes(anchors, 3)).reshape(1, 2, 12)
+    logits = torch.tensor([[-9.0, 2.0], [-9.0, 1.0]])[None]  # class 1, the head class
+    boxes, scores, labels, _ = flat_detections([logits], [deltas], [anchors], BoxCoder(),
+                                               torch.tensor([[128.0, 128.0]]), boxes_per_anchor=3, head_class=1,
+                                               instances_per_anchor=2)
+    assert labels.tolist() == [1] and torch.allclose(boxes[0, :4], A, atol=1e-3)
+
+
+def test_a_training_step_reaches_both_predictions_of_an_anchor():
+    torch.manual_seed(0)
+    model = emd_model(freeze_bn=False)
+    boxes = torch.stack([A, B, torch.tensor([22.0, 12, 38, 28])])
+    target = {"boxes": boxes, "labels": torch.tensor([0, 0, 1]), "visible_boxes": boxes.clone(),
+              "head_boxes": boxes.clone(), "head_valid": torch.tensor([True, True, False]),
+              "visible_valid": torch.tensor([True, True, False])}
+    losses = model(torch.rand(1, 3, 128, 96), [target])
+    assert all(math.isfinite(float(value.detach())) and float(value.detach()) > 0 for value in losses.values())
+    (losses["classification"] + losses["regression"]).backward()
+    grad = model.regressionModel.output.bias.grad.reshape(9, 2, 12)  # (anchor, prediction, values)
+    assert grad[:, 0].abs().sum() > 0 and grad[:, 1].abs().sum() > 0

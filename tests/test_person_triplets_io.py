@@ -234,3 +234,16 @@ def test_plain_crowdhuman_dataset_reads_what_the_converted_csv_holds(crowd):
         ours, theirs = from_odgt.annotations(index), from_csv.annotations(index)
         for key in ("boxes", "labels", "ignore", "ignore_labels"):
             assert np.array_equal(ours[key], theirs[key]), key
+
+
+def test_two_predictions_per_anchor_need_triplets_and_the_same_count_to_resume(crowd, tmp_path):
+    args = train.get_args_parser().parse_args(["--dataset", "crowdhuman", "--crowdhuman_path", str(crowd / "data"),
+                                               "--instances_per_anchor", "2", "--output_dir", str(tmp_path)])
+    with pytest.raises(UserError, match="--instances_per_anchor 2 is a person-triplet model's: add --person_triplets"):
+        train.main(args)
+    args = train.get_args_parser().parse_args([
+        "--dataset", "crowdhuman", "--crowdhuman_path", str(crowd / "data"), "--person_triplets",
+        "--instances_per_anchor", "2", "--depth", "18", "--feature_size", "16", "--no_pretrained", "--workers", "0",
+        "--device", "cpu", "--output_dir", str(tmp_path), "--resume", str(crowd / "run" / "last.pt")])
+    with pytest.raises(UserError, match="trained with --instances_per_anchor 1"):
+        train.main(args)
