@@ -2,6 +2,7 @@
 import colorsys
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -53,10 +54,14 @@ def test_box_edges_take_the_class_colour_and_the_input_is_untouched():
     assert np.all(drawn[45:79, 20] == head)
     assert np.all(drawn[79, 20:71] == head)
     assert np.all(drawn[40:70, 30:60] == GREY)  # inside the box
-    # "head 0.88" is 53 x 11 pixels (+1 baseline) at scale 0.4: its 2-pixel padded patch of the class
-    # colour spans rows 16..30 (ending on the box's top edge) and columns 20..75.
-    assert np.all(drawn[:16] == GREY) and np.all(drawn[:, 76:] == GREY)
-    caption = drawn[16:30, 20:76]
+    # "head 0.88" at scale 0.4 is OpenCV's text size (53 x 11 pixels + 1 baseline in OpenCV 4, 55 wide in
+    # 5): its 2-pixel padded patch of the class colour ends on the box's top edge (row 30) and starts at x = 20.
+    (width, height), baseline = cv2.getTextSize("head 0.88", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    top, right = 30 - height - baseline - 2, 20 + width + 2
+    assert (top, height, baseline) == (16, 11, 1) and width in (53, 55)
+    assert np.all(drawn[:top] == GREY) and np.all(drawn[:, right + 1:] == GREY)
+    assert np.all(drawn[top:31, right] == head)
+    caption = drawn[top:30, 20:right]
     assert 0.5 < (caption == head).all(axis=2).mean() < 1.0  # patch with text in it
 
 
