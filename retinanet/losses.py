@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
 from retinanet.box_coder import BoxCoder, reference_boxes
 from retinanet.boxes import box_ioa, box_iou
@@ -280,9 +281,8 @@ def emd_targets(class_logits: torch.Tensor, box_deltas: torch.Tensor, anchor_tar
         class_weight = class_weight * ~ignored[image_rows, rows]
     onehot = F.one_hot(target_labels.clamp(min=0), num_classes) * (target_labels >= 0)[..., None]
     # (n, I predictions, I targets): the cost of prediction i learning target j
-    x, y = logits[:, :, None], onehot[:, None].float()
-    p = torch.sigmoid(x)
-    focal = -(alpha * y * (1 - p) ** gamma * F.logsigmoid(x) + (1 - alpha) * (1 - y) * p ** gamma * F.logsigmoid(-x))
+    x, y = torch.broadcast_tensors(logits[:, :, None], onehot[:, None].float())
+    focal = sigmoid_focal_loss(x, y, alpha, gamma, reduction="none")
     cost = (focal * class_weight[:, None]).sum(dim=3)
     box_weight = box_weights[image_rows, rows].repeat_interleave(4, dim=2)[:, None]  # (n, 1, I, 4 S)
     residual = box_deltas[image_rows, rows].float()[:, :, None] - box_targets[image_rows, rows][:, None]
