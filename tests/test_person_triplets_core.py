@@ -17,7 +17,7 @@ from retinanet.box_coder import BoxCoder
 from retinanet.data.crowdhuman_people import person_annotation
 from retinanet.errors import UserError
 from retinanet.evaluation import person_triplets
-from retinanet.evaluation.crowd_overlaps import overlapped_recall
+from retinanet.evaluation.crowd_overlaps import overlapped_recall, overlapped_subset
 from retinanet.losses import build_targets, retinanet_loss
 from retinanet.model import PERSON_BOX_KINDS, RetinaNet
 from retinanet.postprocess import flat_detections, split_by_image
@@ -425,8 +425,32 @@ def test_overlapped_recall_by_hand():
         "labels": np.array([0, 0, 1]),
     }
     result = overlapped_recall([detections], [CROWD_TRUTH], [(120, 200)])
+    # Of the overlapped people only P1 is found, by the first and only counted detection (the one on
+    # P2 lies in an ignored box): no trapezoid for AP, miss rate 0.5 at every FPPI.
     assert result == {"overlapped_recall": 0.5, "num_overlapped": 2, "recall": pytest.approx(2 / 3),
-                      "num_people": 3}
+                      "num_people": 3, "overlapped_ap": 0.0, "overlapped_mr": 0.5}
+
+
+def test_overlapped_subset_ignores_the_people_standing_alone():
+    truth = {**CROWD_TRUTH, "boxes": np.concatenate([CROWD, [[20, 10, 40, 30]]]), "labels": np.array([0, 0, 0, 1])}
+    subset, = overlapped_subset([truth], [(120, 200)])
+    assert subset["boxes"].tolist() == [[10, 10, 50, 110], [20, 10, 60, 110], [20, 10, 40, 30]]
+    assert subset["labels"].tolist() == [0, 0, 1]  # another class stays as it is
+    assert subset["ignore"].tolist() == [[120, 10, 160, 110]] and subset["ignore_labels"].tolist() == [0]
+
+
+def test_overlapped_ap_and_mr_by_hand():
+    # By score: P0, a false positive, P2, P1, P2 again. P2 stands alone, so both detections on it are
+    # dropped: the ranking is hit, false positive, hit over the 2 overlapped people.
+    detections = {"boxes": np.array([[10, 10, 50, 110], [165, 60, 195, 110], [120, 10, 160, 110],
+                                     [20, 10, 60, 110], [121, 11, 161, 111]], dtype=np.float64),
+                  "scores": np.array([0.95, 0.9, 0.85, 0.8, 0.7]), "labels": np.zeros(5, np.int64)}
+    result = overlapped_recall([detections], [CROWD_TRUTH], [(120, 200)])
+    # recall 0.5, 0.5, 1 and precision 1, 1/2, 2/3: one trapezoid (1 - 0.5) (1/2 + 2/3) / 2; the
+    # false positive makes 1 per image before P1 is found, so the miss rate is 0.5 at every FPPI up to 1.
+    assert result["overlapped_ap"] == pytest.approx(0.5 * (0.5 + 2 / 3) / 2)
+    assert result["overlapped_mr"] == pytest.approx(0.5)
+    assert result["overlapped_recall"] == 1.0 and result["recall"] == 1.0
 
 
 def test_overlapped_recall_through_kind_detections():

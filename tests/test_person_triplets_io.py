@@ -178,7 +178,9 @@ def test_triplet_scores_on_hand_made_people(tmp_path):
         assert results[kind]["ap"] == pytest.approx(eval_ap(np.ones(annotated, bool), annotated)[0])
         assert results[kind]["mr"] == 0.0
     assert results["pairs"]["num_annotations"] == 3  # the ignored head's person is no pair
-    assert results["overlapped"] == {"overlapped_recall": 1.0, "num_overlapped": 2, "recall": 1.0, "num_people": 4}
+    assert results["overlapped"] == {"overlapped_recall": 1.0, "num_overlapped": 2, "recall": 1.0, "num_people": 4,
+                                     "overlapped_ap": pytest.approx(eval_ap(np.ones(2, bool), 2)[0]),
+                                     "overlapped_mr": 0.0}
 
     # B found with A's head: its full and visible boxes still match, its pair does not.
     wrong_head = {key: value.copy() for key, value in perfect.items()}

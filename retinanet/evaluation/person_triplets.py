@@ -11,8 +11,8 @@ A person-triplet detection is one person with a score and three boxes; per image
   as a plain model's head class is; the persons' head boxes are then scored too ("person_head");
 - body-head pairs: AP and MR^-2 where a detection matches a person only when its full body and its
   head both reach IoU > 0.5 with that person's (``evaluate_crowdhuman_pairs``);
-- the recall of people whose full body overlaps another person's at IoU > 0.5
-  (``crowd_overlaps.overlapped_recall``), and of everyone.
+- the recall of people whose full body overlaps another person's at IoU > 0.5, and their full-body
+  AP and MR^-2 with everyone else ignored (``crowd_overlaps.overlapped_recall``); the recall of everyone.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -133,8 +133,10 @@ def format_person_triplets(results: dict) -> str:
     lines.append(f"  {'body-head pairs (both IoU > 0.5)':<38}{pairs['ap']:6.4f}  {pairs['mr']:6.4f}       -  "
                  f"{pairs['num_annotations']:7d}")
     overlapped = results["overlapped"]
-    lines.append(f"recall of people overlapped at full-body IoU > 0.5: {overlapped['overlapped_recall']:.4f} "
-                 f"({overlapped['num_overlapped']} people); of everyone: {overlapped['recall']:.4f}")
+    lines.append(f"people overlapped at full-body IoU > 0.5 ({overlapped['num_overlapped']}): recall "
+                 f"{overlapped['overlapped_recall']:.4f}, AP {overlapped['overlapped_ap']:.4f}, MR^-2 "
+                 f"{overlapped['overlapped_mr']:.4f} (the others ignored); recall of everyone: "
+                 f"{overlapped['recall']:.4f}")
     return "\n".join(lines)
 
 
@@ -142,7 +144,8 @@ def metrics_document(results: dict) -> dict:
     """The JSON-ready numbers of ``evaluate_person_triplets`` (no curves); a plain model's partial
     results (some kinds only) give those kinds."""
     keys = {"pairs": ("ap", "mr", "num_annotations", "num_detections"),
-            "overlapped": ("overlapped_recall", "num_overlapped", "recall", "num_people")}
+            "overlapped": ("overlapped_recall", "num_overlapped", "recall", "num_people", "overlapped_ap",
+                           "overlapped_mr")}
     document = {}
     for name in (*PERSON_BOX_KINDS, "person_head", "pairs", "overlapped"):
         if name in results:
